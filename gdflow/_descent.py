@@ -58,8 +58,21 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves))
 
 
+# The bar being drawn by the current run (host side); the jitted loop ticks it through a
+# module-level callback so that the compiled function does not depend on the bar object.
+_BAR: list = []
+
+
+def _tick(done):
+    if _BAR:
+        _BAR[0].n = int(done)
+        _BAR[0].refresh()
+
+
 @eqx.filter_jit
-def _engine(problem: Problem, make_optimizer, hyper, batching: AbstractBatching, steps, every):
+def _engine(
+    problem: Problem, make_optimizer, hyper, batching: AbstractBatching, steps, every, progress
+):
     loss, data, n = problem.loss, problem.data, problem.n
     m = batching.num_batches(n)
     opt = make_optimizer(hyper)
@@ -107,6 +120,8 @@ def _engine(problem: Problem, make_optimizer, hyper, batching: AbstractBatching,
         l_buf = l_buf.at[i].set(value)
         k_buf = k_buf.at[i].set(k)
         inner = (k, params, inner[2], inner[3], bad)
+        if progress:
+            jax.debug.callback(_tick, k)
         return i + jnp.where(keep, 1, 0), inner, p_buf, l_buf, k_buf
 
     p_buf = jax.tree_util.tree_map(
@@ -148,6 +163,7 @@ def _run(
     method: str,
     lr: float | None,
     on_divergence: str,
+    progress: bool = False,
 ) -> Trajectory:
     if not isinstance(problem, Problem):
         raise TypeError(f"`problem` must be a gdflow.Problem; got {type(problem).__name__}.")
@@ -158,9 +174,16 @@ def _run(
     n = problem.n
     batching.check(n)
 
-    out, compile_s, run_s = run_compiled(
-        _engine, problem, make_optimizer, hyper, batching, steps, save_every
-    )
+    args = (problem, make_optimizer, hyper, batching, steps, save_every, bool(progress))
+    if progress:
+        from tqdm.auto import tqdm
+
+        _BAR[:] = [tqdm(total=steps, desc=method, unit="step", leave=False)]
+    try:
+        out, compile_s, run_s = run_compiled(_engine, *args)
+    finally:
+        if _BAR:
+            _BAR.pop().close()
     i, p_buf, l_buf, k_buf, k, params, bad = out
     valid = int(i)
     ks = np.asarray(k_buf)[:valid]
@@ -172,7 +195,9 @@ def _run(
     if diverged_at is not None and (valid == 0 or ks[-1] != k):
         # Keep the last finite iterate too: it is what the run had when it stopped.
         ks = np.append(ks, k)
-        saved = jax.tree_util.tree_map(lambda buf, x: jnp.concatenate([buf, x[None]]), saved, params)
+        saved = jax.tree_util.tree_map(
+            lambda buf, x: jnp.concatenate([buf, x[None]]), saved, params
+        )
         losses = jnp.concatenate([losses, jnp.asarray(problem.full_loss(params))[None]])
 
     dtype = float_dtype(problem.params0)
@@ -221,6 +246,7 @@ def gd(
     save_every: int = 1,
     *,
     on_divergence: str = "warn",
+    progress: bool = False,
 ) -> Trajectory:
     r"""Full-batch gradient descent, :math:`\theta_{k+1} = \theta_k - \eta\nabla L(\theta_k)`.
 
@@ -238,6 +264,7 @@ def gd(
     - ``on_divergence``: at the first non-finite loss the run stops and ``"warn"``
       (default) returns what it computed with a :class:`DivergenceWarning`, ``"raise"``
       raises :class:`DivergenceError` carrying it, ``"ignore"`` returns it silently.
+    - ``progress``: draw a progress bar (updated at every save point).
 
     **Returns:** a :class:`gdflow.Trajectory` with ``ts = k·lr`` for the saved ``k``.
     Cost: ``K`` full gradients, plus one full loss per saved point.
@@ -260,6 +287,7 @@ def gd(
         method="gd",
         lr=lr,
         on_divergence=on_divergence,
+        progress=progress,
     )
 
 
@@ -271,6 +299,7 @@ def sgd(
     save_every: int = 1,
     *,
     on_divergence: str = "warn",
+    progress: bool = False,
 ) -> Trajectory:
     r"""Minibatch SGD, :math:`\theta_{k+1} = \theta_k - \eta\nabla L_{B_k}(\theta_k)`.
 
@@ -288,7 +317,7 @@ def sgd(
     - ``batching``: ``FullBatch()``, ``RoundRobin(b)``, ``Reshuffle(b, key)`` or
       ``Replacement(b, key)``.
     - ``save_every``: save every ``save_every`` **steps** (``m`` saves once per epoch).
-    - ``on_divergence``: as in :func:`gd`.
+    - ``on_divergence``, ``progress``: as in :func:`gd`.
 
     **Returns:** a :class:`gdflow.Trajectory`; ``stats["epochs"]`` counts epochs done.
     Cost: ``epochs · m`` batch gradients of ``b`` examples each.
@@ -311,6 +340,7 @@ def sgd(
         method="sgd",
         lr=lr,
         on_divergence=on_divergence,
+        progress=progress,
     )
 
 
@@ -324,6 +354,7 @@ def descent(
     save_every: int = 1,
     on_divergence: str = "warn",
     method: str | None = None,
+    progress: bool = False,
 ) -> Trajectory:
     r"""Run any optax optimiser on ``problem``, saved like :func:`gd`.
 
@@ -336,7 +367,7 @@ def descent(
     - ``steps``: number of optimiser steps.
     - ``batching``: as in :func:`sgd` (default full batch).
     - ``lr``: the time scale: step ``k`` is saved at ``t = k·lr``. Without it ``t = k``.
-    - ``save_every``, ``on_divergence``: as in :func:`gd`.
+    - ``save_every``, ``on_divergence``, ``progress``: as in :func:`gd`.
     - ``method``: a label for the trajectory (default ``"descent"``).
     """
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
@@ -356,5 +387,5 @@ def descent(
         method=method or "descent",
         lr=lr,
         on_divergence=on_divergence,
+        progress=progress,
     )
-

@@ -296,8 +296,12 @@ def gradient_flow(
     if result != diffrax.RESULTS.successful:
         leaves = jax.tree_util.tree_leaves(ys)
         finite = np.all(
-            np.stack([np.all(np.isfinite(np.reshape(np.asarray(x), (x.shape[0], -1))), axis=1)
-                      for x in leaves]),
+            np.stack(
+                [
+                    np.all(np.isfinite(np.reshape(np.asarray(x), (x.shape[0], -1))), axis=1)
+                    for x in leaves
+                ]
+            ),
             axis=0,
         )
         good = int(np.argmin(finite)) if not finite.all() else len(finite)

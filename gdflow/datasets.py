@@ -35,7 +35,9 @@ def _select(X, y, classes, where: str):
     present = set(np.unique(y).tolist())
     missing = [c for c in classes if c not in present]
     if missing:
-        raise ValueError(f"`classes` {missing} do not occur in {where}; present: {sorted(present)}.")
+        raise ValueError(
+            f"`classes` {missing} do not occur in {where}; present: {sorted(present)}."
+        )
     keep = np.isin(y, classes)
     X, y = X[keep], y[keep]
     # Relabel to 0..len(classes)-1 in the order given, so two classes are 0/1 labels.
@@ -117,7 +119,12 @@ _NAMES = {
 
 
 def _find(directory: Path, stem: str) -> Path:
-    candidates = [stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"]
+    candidates = [
+        stem,
+        stem + ".gz",
+        stem.replace("-idx", ".idx"),
+        stem.replace("-idx", ".idx") + ".gz",
+    ]
     for c in candidates:
         if (directory / c).is_file():
             return directory / c

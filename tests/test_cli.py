@@ -40,7 +40,9 @@ def test_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["reproduce", "all", "--quick", "--full"])
     missing = tmp_path / "nope"
-    assert main(["reproduce", "modified-loss", "--out", str(tmp_path), "--data", str(missing)]) == 2
+    assert (
+        main(["reproduce", "modified-loss", "--out", str(tmp_path), "--data", str(missing)]) == 2
+    )
 
 
 def test_python_dash_m_entry_point():

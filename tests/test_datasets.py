@@ -58,8 +58,11 @@ def test_idx_malformed_files_name_the_file(tmp_path):
 
 def _mnist_dir(tmp_path, n_img=6, n_lab=6, img_dims=(28, 28)):
     rng = np.random.default_rng(1)
-    _write_idx(tmp_path / "train-images-idx3-ubyte.gz",
-               rng.integers(0, 256, (n_img, *img_dims)), compress=True)
+    _write_idx(
+        tmp_path / "train-images-idx3-ubyte.gz",
+        rng.integers(0, 256, (n_img, *img_dims)),
+        compress=True,
+    )
     _write_idx(tmp_path / "train-labels-idx1-ubyte", np.arange(n_lab) % 3)
     return tmp_path
 

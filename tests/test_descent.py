@@ -150,3 +150,10 @@ def test_bad_steps_and_save_every():
         gf.gd(problem, 0.1, 10, save_every=0)
     with pytest.raises(TypeError, match="optimizer"):
         gf.descent(problem, "adam", 10)
+
+
+def test_progress_bar_does_not_change_the_run():
+    _, _, problem = _lls()
+    a = gf.gd(problem, 0.05, 30, save_every=10)
+    b = gf.gd(problem, 0.05, 30, save_every=10, progress=True)
+    np.testing.assert_array_equal(np.asarray(a.params), np.asarray(b.params))

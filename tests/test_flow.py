@@ -71,7 +71,9 @@ def test_custom_field_and_float32_state():
         return jax.tree_util.tree_map(lambda g: -2.0 * g, jax.grad(problem.loss)(params, data))
 
     fast = gf.gradient_flow(problem, 1.0, ts=[1.0], field=twice, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(np.asarray(fast.final), np.exp(-2.0 * np.array([1.0, 2.0])), atol=1e-8)
+    np.testing.assert_allclose(
+        np.asarray(fast.final), np.exp(-2.0 * np.array([1.0, 2.0])), atol=1e-8
+    )
     # A float32 state with x64 on: times are cast to the state's dtype.
     p32 = gf.problems.quadratic(jnp.eye(2, dtype=jnp.float32), params0=jnp.ones(2, jnp.float32))
     flow = gf.gradient_flow(p32, 1.0)

@@ -40,7 +40,9 @@ def test_logistic_gradient_and_labels():
     problem = gf.problems.logistic(X, y)
     th = rng.standard_normal(4)
     s = 1 / (1 + np.exp(-X @ th))
-    np.testing.assert_allclose(np.asarray(problem.grad(jnp.asarray(th))), X.T @ (s - y) / 10, atol=1e-13)
+    np.testing.assert_allclose(
+        np.asarray(problem.grad(jnp.asarray(th))), X.T @ (s - y) / 10, atol=1e-13
+    )
     with pytest.raises(ValueError, match="labels 0 and 1"):
         gf.problems.logistic(X, y + 1)
 
@@ -54,7 +56,9 @@ def test_softmax_gradient_and_integer_labels():
     S = np.exp(Z - Z.max(1, keepdims=True))
     S /= S.sum(1, keepdims=True)
     Y = np.eye(3)[labels]
-    np.testing.assert_allclose(np.asarray(problem.grad(jnp.asarray(Th))), X.T @ (S - Y) / 10, atol=1e-13)
+    np.testing.assert_allclose(
+        np.asarray(problem.grad(jnp.asarray(Th))), X.T @ (S - Y) / 10, atol=1e-13
+    )
     assert problem.params0.shape == (4, 3)
 
 
@@ -73,7 +77,9 @@ def test_two_points_and_quadratic_losses():
 def test_mlp_forward_matches_numpy(activation):
     X, rng = _data(n=6, p=5)
     labels = rng.integers(0, 3, 6)
-    problem = gf.problems.mlp(X, labels, widths=(7, 4), activation=activation, key=jax.random.key(2))
+    problem = gf.problems.mlp(
+        X, labels, widths=(7, 4), activation=activation, key=jax.random.key(2)
+    )
     W = [np.asarray(w) for w in problem.params0]
     assert [w.shape for w in W] == [(5, 7), (7, 4), (4, 3)]
     act = {

@@ -139,15 +139,20 @@ def write_report(out, order=None) -> Path:
     ]
     for n in names:
         folder, rec = found[n]
-        lines.append(f"- [{rec.get('title', n)}](#{n}) — `{n}`, size {rec.get('size')}, "
-                     f"{rec.get('status')}, {rec.get('seconds', 0):.0f} s")
+        lines.append(
+            f"- [{rec.get('title', n)}](#{n}) — `{n}`, size {rec.get('size')}, "
+            f"{rec.get('status')}, {rec.get('seconds', 0):.0f} s"
+        )
     lines.append("")
     for n in names:
         folder, rec = found[n]
         lines += [f'<a id="{n}"></a>', f"## {rec.get('title', n)}", ""]
-        lines += [f"*Source:* {rec.get('source', '')}  ", f"*Run:* `gdflow reproduce {n}` "
-                  f"(size {rec.get('size')}, {rec.get('seconds', 0):.1f} s, {rec.get('date', '')})",
-                  ""]
+        lines += [
+            f"*Source:* {rec.get('source', '')}  ",
+            f"*Run:* `gdflow reproduce {n}` "
+            f"(size {rec.get('size')}, {rec.get('seconds', 0):.1f} s, {rec.get('date', '')})",
+            "",
+        ]
         if rec.get("summary"):
             lines += [rec["summary"], ""]
         if rec.get("status") != "ok":
@@ -162,4 +167,3 @@ def write_report(out, order=None) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
-

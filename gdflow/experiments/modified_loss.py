@@ -70,8 +70,12 @@ def run(ctx: Context) -> Result:
     numbers, curves = _warmup(ctx)
     figures = [_warmup_figure(ctx, curves)]
     rows = [
-        [k, float(numbers["gd_theta"][k]), float(numbers["gf_theta_at_gd_times"][k]),
-         float(numbers["gap"][k])]
+        [
+            k,
+            float(numbers["gd_theta"][k]),
+            float(numbers["gf_theta_at_gd_times"][k]),
+            float(numbers["gap"][k]),
+        ]
         for k in (0, 1, 2, 5, 10)
     ]
     text = "\n".join(

@@ -51,9 +51,7 @@ def quadratic(H, center=None, params0=None, *, name: str = "quadratic") -> Probl
     p0 = jnp.ones(d, H.dtype) if params0 is None else jnp.asarray(params0, H.dtype).reshape(-1)
     if p0.shape != (d,):
         raise ValueError(f"`params0` must have shape ({d},) to match H; got {p0.shape}.")
-    return Problem(
-        _quadratic_loss, {"H": H[None], "c": c[None]}, p0, name=name, kind="quadratic"
-    )
+    return Problem(_quadratic_loss, {"H": H[None], "c": c[None]}, p0, name=name, kind="quadratic")
 
 
 def _two_point_loss(params, batch):
