@@ -41,3 +41,22 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 # --- further public names by area (each block added by the area's author) ---
+
+# modified flows (issue 3: backward error analysis of GD and SGD)
+from ._modified import (
+    modified_field as modified_field,
+    modified_loss as modified_loss,
+    sgd_modified_loss as sgd_modified_loss,
+)
+
+# splitting and switched flows (issue 4: splitting optimiser, minibatch flows)
+from .splitting import (
+    AbstractLocalSolver as AbstractLocalSolver,
+    Euler as Euler,
+    Exact as Exact,
+    LocalODE as LocalODE,
+    split as split,
+    switched_flow as switched_flow,
+    two_point_flow as two_point_flow,
+    two_point_flow_approx as two_point_flow_approx,
+)

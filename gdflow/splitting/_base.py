@@ -1,0 +1,110 @@
+r"""Shared machinery of the splitting optimiser: the local-solver interface and helpers.
+
+A *local solver* advances one batch's local flow
+
+.. math::
+
+    \dot\theta = -\nabla L_j(\theta), \qquad L_j = \text{mean loss over batch } j,
+
+for a dwell time ``dt`` (``lr`` for Lie–Trotter, ``lr/2`` for the half-steps of Strang).
+It works in two phases so that anything depending only on the batch (a QR factorisation,
+an eigendecomposition) is computed once per batch and reused every epoch:
+
+- ``prepare(problem, batch) -> factors``: per-batch precomputation, vmapped over the
+  ``m`` batches of an epoch (once per run for a fixed partition such as ``RoundRobin``;
+  once per epoch when the partition changes, as with ``Reshuffle``);
+- ``solve(problem, factors, params, dt) -> (params, ode_steps)``: one local solve.
+
+Reference: ``../shared/sources/sgd-as-ode-splitting.md`` (local ODEs, the QR reduction
+:math:`X_j^\top = Q_jR_j`, :math:`\eta_j = Q_j^\top\theta`).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+
+__all__ = ["AbstractLocalSolver", "phi", "reduce_batch", "resolve_local"]
+
+
+class AbstractLocalSolver(eqx.Module):
+    """Base class of local solvers (:class:`Euler`, :class:`Exact`, :class:`LocalODE`).
+
+    Subclasses are final and implement :meth:`check`, :meth:`prepare` and :meth:`solve`.
+    """
+
+    @abc.abstractmethod
+    def check(self, problem) -> None:
+        """Raise ``ValueError`` if this solver cannot handle ``problem`` (e.g. its kind)."""
+
+    @abc.abstractmethod
+    def prepare(self, problem, batch: PyTree) -> PyTree:
+        """Per-batch precomputation (traceable; vmapped over the batches of an epoch)."""
+
+    @abc.abstractmethod
+    def solve(self, problem, factors: PyTree, params: PyTree, dt) -> tuple[PyTree, jax.Array]:
+        """Advance the local flow of the batch described by ``factors`` for time ``dt``.
+
+        Returns the new parameters and the number of ODE solver steps taken (0 for the
+        closed-form and Euler solvers).
+        """
+
+    @property
+    def evals_per_solve(self) -> int | None:
+        """Batch-gradient evaluations per local solve, if fixed (Euler: 1, Exact: 0)."""
+        return None
+
+
+def phi(lam, h):
+    r""":math:`\varphi(\lambda, h) = (1 - e^{-\lambda h})/\lambda`, with :math:`\varphi \to h`
+    as :math:`\lambda \to 0`.
+
+    The affine flow :math:`\dot z = -(\lambda z - d)` moves by
+    :math:`z(h) - z(0) = \varphi(\lambda, h)\,(d - \lambda z(0))`; on a zero eigenvalue
+    (a rank-deficient batch) the flow is linear in time, :math:`z(h) = z(0) + h d`.
+    ``expm1`` keeps full relative accuracy for small :math:`\lambda h`; below
+    :math:`|\lambda h| < 10^{-8}` the two-term series :math:`h(1 - \lambda h/2)` is exact to
+    rounding and avoids dividing by (near) zero.
+    """
+    x = lam * h
+    small = jnp.abs(x) < 1e-8
+    safe = jnp.where(small, 1.0, x)
+    return h * jnp.where(small, 1.0 - x / 2, -jnp.expm1(-safe) / safe)
+
+
+def reduce_batch(X):
+    r"""Thin QR of a batch's design matrix transposed, :math:`X_B^\top = QR`.
+
+    ``X`` has shape ``(b, p)``; returns ``Q`` ``(p, k)`` with orthonormal columns and ``R``
+    ``(k, b)``, :math:`k = \min(p, b)`. Then :math:`X_B\theta = R^\top Q^\top\theta`, so a
+    GLM's batch gradient :math:`\frac1b X_B^\top r(X_B\theta)` lies in the column space of
+    ``Q`` and the local flow is exactly the flow of :math:`\eta = Q^\top\theta \in
+    \mathbb R^k` with :math:`\theta(h) = \theta_0 + Q(\eta(h) - \eta(0))`.
+    Cost :math:`O(p b^2)` per batch.
+    """
+    Q, R = jnp.linalg.qr(X.T, mode="reduced")
+    return Q, R
+
+
+def resolve_local(local) -> AbstractLocalSolver:
+    """A local solver from an instance or a name (``"euler"``, ``"exact"``, ``"ode"``)."""
+    from ._euler import Euler
+    from ._exact import Exact
+    from ._local_ode import LocalODE
+
+    if isinstance(local, AbstractLocalSolver):
+        return local
+    names = {"euler": Euler, "exact": Exact, "ode": LocalODE, "local_ode": LocalODE}
+    if isinstance(local, str) and local.lower() in names:
+        return names[local.lower()]()
+    raise ValueError(
+        "`local` must be a local solver: gf.Euler() (one SGD step), gf.Exact() (closed form "
+        "for least squares and quadratics) or gf.LocalODE(...) (an accurate ODE solve), or "
+        f"one of the names 'euler', 'exact', 'ode'; got {local!r}."
+    )
