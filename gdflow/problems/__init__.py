@@ -9,3 +9,9 @@ from ._glm import (
 )
 from ._mlp import mlp as mlp, mlp_apply as mlp_apply
 from ._quadratic import quadratic as quadratic, two_points as two_points
+from ._tomography import (
+    Tomography as Tomography,
+    parallel_beam_matrix as parallel_beam_matrix,
+    shepp_logan as shepp_logan,
+    tomography as tomography,
+)
