@@ -11,6 +11,12 @@ yourself, before creating arrays::
     jax.config.update("jax_enable_x64", True)
 
 (the ``gdflow`` command and the experiments do this for you).
+
+Areas: runs (:func:`gd`, :func:`sgd`, :func:`descent`, :func:`gradient_flow`, with the
+stiff-flow solver :class:`RKC2`); modified flows (:func:`modified_loss`,
+:func:`modified_field`, :func:`sgd_modified_loss`); the gap (:func:`distance`,
+:func:`hessian_eigs`, :func:`spectrum_along`, :func:`error_estimate`); splitting and
+switched flows (:func:`split`, :func:`switched_flow`, :func:`two_point_flow`).
 """
 
 from importlib.metadata import PackageNotFoundError, version as _version
@@ -31,25 +37,26 @@ from ._descent import (
     sgd as sgd,
 )
 from ._flow import FlowError as FlowError, gradient_flow as gradient_flow
-from ._order import fit_order as fit_order
-from ._problem import Problem as Problem
-from ._trajectory import Trajectory as Trajectory
-
-try:
-    __version__ = _version("gdflow")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
-
-# --- further public names by area (each block added by the area's author) ---
-
-# modified flows (issue 3: backward error analysis of GD and SGD)
+from ._gap import (
+    ErrorEstimate as ErrorEstimate,
+    distance as distance,
+    error_estimate as error_estimate,
+)
 from ._modified import (
     modified_field as modified_field,
     modified_loss as modified_loss,
     sgd_modified_loss as sgd_modified_loss,
 )
-
-# splitting and switched flows (issue 4: splitting optimiser, minibatch flows)
+from ._order import fit_order as fit_order
+from ._problem import Problem as Problem
+from ._rkc import RKC2 as RKC2
+from ._spectrum import (
+    HessianEigs as HessianEigs,
+    SpectrumPath as SpectrumPath,
+    hessian_eigs as hessian_eigs,
+    spectrum_along as spectrum_along,
+)
+from ._trajectory import Trajectory as Trajectory
 from .splitting import (
     AbstractLocalSolver as AbstractLocalSolver,
     Euler as Euler,
@@ -60,3 +67,8 @@ from .splitting import (
     two_point_flow as two_point_flow,
     two_point_flow_approx as two_point_flow_approx,
 )
+
+try:
+    __version__ = _version("gdflow")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"

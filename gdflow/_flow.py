@@ -14,6 +14,7 @@ import numpy as np
 
 from ._descent import run_compiled
 from ._problem import Problem, float_dtype
+from ._rkc import RKC2
 from ._trajectory import Trajectory
 from ._validate import positive_finite, positive_int
 
@@ -27,6 +28,7 @@ _SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
     "implicit": diffrax.Kvaerno5,
     "kvaerno5": diffrax.Kvaerno5,
     "kvaerno3": diffrax.Kvaerno3,
+    "rkc": RKC2,
 }
 
 
@@ -84,6 +86,9 @@ def _negative_gradient(loss):
 @eqx.filter_jit
 def _solve(problem, field, params0, t0, t1, ts, solver, controller, dt0, max_steps, progress):
     data = problem.data
+    # Solvers that count their own evaluations (RKC2: the stage count varies per step)
+    # expose `num_evaluations(solver_state)`; only then is the final state requested.
+    counter = getattr(solver, "num_evaluations", None)
 
     def vf(t, y, args):
         del t
@@ -97,7 +102,7 @@ def _solve(problem, field, params0, t0, t1, ts, solver, controller, dt0, max_ste
         dt0=dt0,
         y0=params0,
         args=data,
-        saveat=diffrax.SaveAt(ts=ts),
+        saveat=diffrax.SaveAt(ts=ts, solver_state=counter is not None),
         stepsize_controller=controller,
         max_steps=max_steps,
         throw=False,
@@ -106,6 +111,8 @@ def _solve(problem, field, params0, t0, t1, ts, solver, controller, dt0, max_ste
     ys = sol.ys
     losses = jax.lax.map(lambda p: problem.loss(p, data), ys)
     stats = {k: sol.stats[k] for k in ("num_steps", "num_accepted_steps", "num_rejected_steps")}
+    if counter is not None:
+        stats["solver_evals"] = counter(sol.solver_state)
     return ys, losses, sol.result, stats
 
 
@@ -172,7 +179,9 @@ def gradient_flow(
       called with ``problem.data`` (pass data this way, not in a closure, so that it is a
       traced argument and not a compile-time constant). Default :math:`-\nabla L`.
     - ``solver``: a diffrax solver or one of ``"tsit5"``, ``"dopri5"``, ``"dopri8"``,
-      ``"bosh3"``, ``"implicit"``/``"kvaerno5"``, ``"kvaerno3"``.
+      ``"bosh3"``, ``"implicit"``/``"kvaerno5"``, ``"kvaerno3"``, ``"rkc"``
+      (:class:`gdflow.RKC2`, Runge–Kutta–Chebyshev: explicit with a real stability
+      interval growing like the square of its stage count, for stiff gradient flows).
     - ``rtol``, ``atol``: tolerances of the step-size controller.
     - ``t0``, ``params0``: start (default ``0`` and ``problem.params0``).
     - ``dt0``: initial step (default chosen automatically; required for fixed-step solvers
@@ -185,7 +194,9 @@ def gradient_flow(
     whose :meth:`~gdflow.Trajectory.evaluate` re-solves to any times. ``stats`` holds the
     solver's step counts and ``grad_evals``: field evaluations counted from the steps
     (stages per attempted step, less one for FSAL, plus three for start-up;
-    ``None`` for implicit solvers).
+    ``None`` for implicit solvers; for solvers that count their own, as ``"rkc"``, their
+    count, with rejected attempts estimated at the mean accepted cost and
+    ``grad_evals_exact`` then ``False``).
 
     **Raises:** ``ValueError`` for ``t1 <= t0``, non-finite times or tolerances, or save
     times outside ``[t0, t1]``; :class:`FlowError` (carrying the solved part as
@@ -259,11 +270,22 @@ def gradient_flow(
     )
     (ys, losses, result, sstats), compile_s, run_s = run_compiled(_solve, *args)
     steps = {k: int(v) for k, v in sstats.items()}
+    counted = steps.pop("solver_evals", None)
     per = evals_per_step(solver_)
     evals = None if per is None else per * steps["num_steps"] + 3
+    exact = None if evals is None else True
+    if counted is not None:
+        # The solver's own count covers init and accepted steps (diffrax restores the
+        # solver state after a rejection); each rejected attempt is estimated at the mean
+        # cost of an accepted one. dt0=None adds diffrax's initial-step choice (2 evals).
+        rejected = steps["num_rejected_steps"]
+        mean = counted / max(steps["num_accepted_steps"], 1)
+        evals = counted + round(rejected * mean) + (2 if dt0 is None else 0)
+        exact = rejected == 0
     stats = {
         **steps,
         "grad_evals": evals,
+        "grad_evals_exact": exact,
         "seconds": run_s,
         "compile_seconds": compile_s,
         "solver": type(solver_).__name__,

@@ -1,0 +1,307 @@
+r"""The gap between gradient descent and gradient flow: measured, and estimated.
+
+GD with step :math:`\eta` is the explicit Euler method on gradient flow (GF)
+:math:`\dot\theta = -\nabla L(\theta)`, iterate :math:`k` sitting at :math:`t = k\eta`.
+:func:`distance` measures :math:`|\theta_a(t) - \theta_b(t)|` between any two
+trajectories on one clock; :func:`error_estimate` predicts the GD–GF distance from a
+solved GF path alone, following Theorem 1 of Elkabetz & Cohen (NeurIPS 2021;
+``../shared/sources/gf-vs-gd-neural-networks.md``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._problem import Problem
+from ._spectrum import SpectrumPath, spectrum_along
+from ._trajectory import Trajectory
+from ._validate import positive_finite, positive_int
+
+PyTree = Any
+
+
+def _check_trajectory(name: str, traj) -> None:
+    if not isinstance(traj, Trajectory):
+        raise TypeError(f"`{name}` must be a gdflow.Trajectory; got {type(traj).__name__}.")
+    if len(traj) == 0:
+        raise ValueError(f"`{name}` is empty (no saved points).")
+
+
+def _structure(params) -> tuple:
+    """Tree structure and per-time leaf shapes of stacked parameters."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    return treedef, tuple(tuple(np.shape(x)[1:]) for x in leaves)
+
+
+def _match_times(a_ts: np.ndarray, b_ts: np.ndarray) -> np.ndarray:
+    """Index into ``b_ts`` of each of ``a_ts``, or -1 where ``b`` has no such time."""
+    scale = max(1.0, float(np.max(np.abs(b_ts))))
+    idx = np.clip(np.searchsorted(b_ts, a_ts), 0, len(b_ts) - 1)
+    lower = np.clip(idx - 1, 0, len(b_ts) - 1)
+    pick = np.where(np.abs(b_ts[lower] - a_ts) < np.abs(b_ts[idx] - a_ts), lower, idx)
+    ok = np.abs(b_ts[pick] - a_ts) <= 1e-9 * scale
+    return np.where(ok, pick, -1)
+
+
+def distance(a: Trajectory, b: Trajectory) -> jax.Array:
+    r"""The Euclidean distance :math:`|\theta_a(t) - \theta_b(t)|` at ``a``'s saved times.
+
+    All parameters are raveled into one vector. ``b`` is evaluated at ``a.ts``:
+
+    - continuous ``b`` (a flow): by ``b.evaluate(a.ts)``, an accurate re-solve of the
+      ODE at exactly those times (no interpolation by hand);
+    - discrete ``b`` (GD, SGD): at its own saved points, which must include every one of
+      ``a``'s times (to ``1e-9`` relative), e.g. GD at ``lr`` against GD at ``lr / r``
+      run with ``save_every=r``.
+
+    **Arguments:** ``a``, ``b``: :class:`~gdflow.Trajectory` values of the same problem.
+
+    **Returns:** a ``(len(a),)`` array.
+
+    **Raises:** ``ValueError`` if the parameter structures or shapes differ, or if a
+    discrete ``b`` lacks some of ``a``'s times (saying which and how to fix it);
+    ``TypeError`` if either is not a Trajectory.
+
+    ```python
+    gd = gf.gd(problem, lr, steps)
+    flow = gf.gradient_flow(problem, steps * lr)
+    gf.distance(gd, flow)  # |θ_k - θ(k·lr)|, k = 0..steps
+    ```
+    """
+    _check_trajectory("a", a)
+    _check_trajectory("b", b)
+    sa, sb = _structure(a.params), _structure(b.params)
+    if sa != sb:
+        raise ValueError(
+            "`a` and `b` have different parameter structures: "
+            f"{sa[0]} with leaf shapes {sa[1]} vs {sb[0]} with leaf shapes {sb[1]}. "
+            "Compare trajectories of the same problem (same network and parameter layout)."
+        )
+    a_ts, b_ts = np.asarray(a.ts, np.float64), np.asarray(b.ts, np.float64)
+    idx = _match_times(a_ts, b_ts)
+    if b.continuous and np.any(idx < 0):
+        pb = b.evaluate(a.ts)
+    else:
+        # Saved points at the very times asked for are used as they are (for a flow they
+        # are what evaluate() would re-solve to, at the cost of a new solve).
+        if np.any(idx < 0):
+            missing = a_ts[idx < 0]
+            raise ValueError(
+                f"`b` ({b.method}) is discrete and has no saved point at {missing.size} of "
+                f"`a`'s times (first t={missing[0]:g}). Save both at the same times (for GD "
+                "at lr/r against GD at lr, use save_every=r), or pass a continuous "
+                "trajectory (a flow) as `b`."
+            )
+        pb = jax.tree_util.tree_map(lambda x: x[jnp.asarray(idx)], b.params)
+    sq = jax.tree_util.tree_map(
+        lambda x, y: jnp.sum(jnp.reshape((x - y) ** 2, (x.shape[0], -1)), axis=1), a.params, pb
+    )
+    return jnp.sqrt(sum(jax.tree_util.tree_leaves(sq)))
+
+
+class ErrorEstimate(eqx.Module):
+    r"""The GD–GF error estimate along a gradient-flow path and its ingredients.
+
+    **Attributes:**
+
+    - ``ts``: the flow's saved times :math:`t_0 + j s\eta`, shape ``(T,)`` (stride
+      :math:`s \ge 1` steps; :math:`s = 1` is every GD step).
+    - ``estimate``: :math:`E(t) = \sum_{k:\,t_{k+1}\le t} e_k \exp(-\int_{t_{k+1}}^{t}
+      \lambda_{\min}\,ds)` at ``ts``, shape ``(T,)`` (``estimate[0] = 0``).
+    - ``local_errors``: :math:`e = \frac{\eta^2}{2}|H(\theta(t))\nabla L(\theta(t))|` at
+      ``ts`` (the local error of a GD step taken from there), shape ``(T,)``.
+    - ``lambda_min``: :math:`\lambda_{\min}(H(\theta(t)))` at ``ts``, shape ``(T,)``
+      (linearly interpolated between Lanczos samples when ``eig_every > 1``).
+    - ``integral``: :math:`\int_{t_0}^{t}\lambda_{\min}\,ds` at ``ts`` (trapezoid rule on
+      the step grid), shape ``(T,)``.
+    - ``spectrum``: the :class:`~gdflow._spectrum.SpectrumPath` of the Lanczos samples.
+    - ``lr``: the step :math:`\eta`.
+    """
+
+    ts: jax.Array
+    estimate: jax.Array
+    local_errors: jax.Array
+    lambda_min: jax.Array
+    integral: jax.Array
+    spectrum: SpectrumPath
+    lr: float = eqx.field(static=True)
+
+
+@eqx.filter_jit
+def _hessian_gradient_norms(loss, params_stacked, data):
+    r""":math:`|H(\theta)\nabla L(\theta)|` at each stacked point (one gradient + one HVP)."""
+
+    def one(params):
+        grad = jax.grad(loss)
+        g = grad(params, data)
+        hg = jax.jvp(lambda p: grad(p, data), (params,), (g,))[1]
+        return jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree_util.tree_leaves(hg)))
+
+    return jax.lax.map(one, params_stacked)
+
+
+def error_estimate(
+    problem: Problem,
+    flow: Trajectory,
+    lr: float,
+    *,
+    eig_every: int = 1,
+    spectrum: SpectrumPath | None = None,
+    progress: bool | None = None,
+    **eig_kwargs,
+) -> ErrorEstimate:
+    r"""Estimate :math:`|\theta_k - \theta(k\eta)|` (GD vs GF) from a solved GF path.
+
+    A computable form of Theorem 1 of Elkabetz & Cohen (NeurIPS 2021), which bounds the
+    distance by :math:`O(e^{-\int_0^t\lambda_{\min}(\nabla^2L(\theta(s)))ds}\,t\,\eta)`.
+    One GD step from the flow point :math:`\theta(t_k)` misses :math:`\theta(t_{k+1})` by
+    the local Euler error (Taylor, :math:`\ddot\theta = H\nabla L` along GF)
+
+    .. math:: e_k = \frac{\eta^2}{2}\,|H(\theta(t_k))\nabla L(\theta(t_k))|,
+
+    and a perturbation made at :math:`t_{k+1}` is carried to :math:`t` by the linearised
+    flow :math:`\dot\delta = -H\delta`, which stretches it by at most
+    :math:`\exp(-\int_{t_{k+1}}^t \lambda_{\min}(H)\,ds)`. Summing the propagated local
+    errors ("Lady Windermere's fan", Hairer, Nørsett & Wanner, *Solving ODEs I*, §II.3):
+
+    .. math:: E(t_n) = \sum_{k<n} e_k\,\exp\Big(-\int_{t_{k+1}}^{t_n}\lambda_{\min}\,ds\Big),
+
+    computed by the recursion :math:`E_n = e^{-(I_n - I_{n-1})}E_{n-1} + e_{n-1}` with
+    :math:`I_n = \int_{t_0}^{t_n}\lambda_{\min}` (trapezoid rule on the samples).
+
+    **Where this is an estimate and not a rigorous bound.**
+
+    - :math:`\lambda_{\min}` is taken on the GF path :math:`\theta(t)`. The rigorous
+      argument needs it on every flow started from a GD iterate, i.e. on the segments
+      between the GF path and the GD iterates; near the path the two agree to first
+      order in the distance, but a non-convex loss can bend more off the path.
+    - Terms of order :math:`\eta^3` in the local error are dropped, the integral of
+      :math:`\lambda_{\min}` is a trapezoid rule, and with a save stride or
+      ``eig_every > 1`` the ingredients are interpolated between samples.
+    - :math:`\lambda_{\min}` comes from Lanczos (:func:`~gdflow.hessian_eigs`) to a
+      relative residual ``tol`` and, with warm starts, could miss an eigenvalue crossing.
+
+    On a convex quadratic with :math:`\eta\lambda_{\max}\le 1` it *is* a bound: the error
+    obeys :math:`\delta_{k+1} = (I-\eta H)\delta_k + d_k` with
+    :math:`|d_k| \le e_k` (since :math:`0 \le e^{-x} - 1 + x \le x^2/2`) and
+    :math:`\|I - \eta H\| = 1 - \eta\lambda_{\min} \le e^{-\eta\lambda_{\min}}`.
+
+    **It is loose late in a run.** Every local error is propagated at the slowest rate
+    :math:`\lambda_{\min}`, but most of it lies along stiff directions (where
+    :math:`H\nabla L` is large) and dies out there at rate :math:`\lambda_{\max}`; the
+    true distance then falls far below the estimate, which decays only at
+    :math:`\lambda_{\min}` (and grows if :math:`\lambda_{\min} < 0`).
+
+    **Arguments:**
+
+    - ``problem``: the :class:`~gdflow.Problem` (full-batch loss and data).
+    - ``flow``: a GF :class:`~gdflow.Trajectory` saved at :math:`t_k = t_0 + k\eta`
+      (e.g. ``gf.gradient_flow(problem, K * lr, ts=lr * jnp.arange(K + 1))``), or at every
+      ``s``-th of those times for long runs: the recursion still runs step by step, with
+      :math:`\lambda_{\min}` interpolated linearly and :math:`e_k` geometrically between
+      saved points (compare with GD saved with ``save_every=s``).
+    - ``lr``: the GD step :math:`\eta`.
+    - ``eig_every``: compute :math:`\lambda_{\min}` by Lanczos at every ``eig_every``-th
+      point only (and the last), interpolating linearly between (the local errors are
+      always computed at every point: one gradient and one HVP each).
+    - ``spectrum``: a :class:`~gdflow.SpectrumPath` of this flow already computed (with
+      ``which="smallest"`` or ``"both"``), to reuse instead of a new Lanczos sweep.
+    - ``progress``: progress bar of the Lanczos sweep (see :func:`~gdflow.spectrum_along`).
+    - ``eig_kwargs``: passed on to :func:`~gdflow.hessian_eigs` (``tol``, ``max_iters``,
+      ``method``).
+
+    **Returns:** an :class:`ErrorEstimate`.
+
+    **Raises:** ``ValueError`` if ``flow``'s saved times are not the grid
+    :math:`t_0 + js\eta` (saying how to save them), or for a bad ``lr``/``eig_every``.
+
+    Cost: one gradient and one HVP per saved point, plus a warm-started Lanczos solve
+    (tens of HVPs) per ``eig_every`` saved points.
+
+    ```python
+    flow = gf.gradient_flow(problem, K * lr, ts=lr * jnp.arange(K + 1))
+    est = gf.error_estimate(problem, flow, lr)
+    gap = gf.distance(gf.gd(problem, lr, K), flow)  # compare with est.estimate
+    ```
+    """
+    if not isinstance(problem, Problem):
+        raise TypeError(f"`problem` must be a gdflow.Problem; got {type(problem).__name__}.")
+    _check_trajectory("flow", flow)
+    lr = positive_finite("lr", lr)
+    eig_every = positive_int("eig_every", eig_every)
+    ts = np.asarray(flow.ts, np.float64)
+    J = len(ts) - 1
+    stride = int(round((ts[1] - ts[0]) / lr)) if J >= 1 else 0
+    grid = ts[0] + stride * lr * np.arange(J + 1)
+    if stride < 1 or not np.allclose(ts, grid, rtol=0.0, atol=1e-9 * max(1.0, abs(grid[-1]))):
+        raise ValueError(
+            f"`flow` must be saved at t_j = t0 + j*s*lr for an integer stride s >= 1 "
+            f"(lr={lr:g}), with at least two points; got {len(ts)} times from {ts[0]:g} to "
+            f"{ts[-1]:g}. Solve it with ts = t0 + lr * jnp.arange(K + 1) (or every s-th of those)."
+        )
+    leaves0, treedef0 = jax.tree_util.tree_flatten(problem.params0)
+    if _structure(flow.params) != (treedef0, tuple(tuple(np.shape(x)) for x in leaves0)):
+        raise ValueError(
+            "`flow`'s parameters do not match the structure and shapes of "
+            "`problem.params0`; pass the flow of this problem."
+        )
+
+    if spectrum is None:
+        spec = spectrum_along(
+            problem.loss,
+            flow,
+            args=(problem.data,),
+            which="smallest",
+            every=eig_every,
+            progress=progress,
+            **eig_kwargs,
+        )
+    else:
+        if not isinstance(spectrum, SpectrumPath) or spectrum.which == "largest":
+            raise ValueError(
+                "`spectrum` must be a SpectrumPath with the smallest eigenvalues "
+                "(spectrum_along(..., which='smallest' or 'both')) of this flow."
+            )
+        st = np.asarray(spectrum.ts, np.float64)
+        if np.any(_match_times(st, ts) < 0) or st[0] != ts[0] or st[-1] != ts[-1]:
+            raise ValueError(
+                "`spectrum` must be computed at saved points of `flow`, including the "
+                "first and the last (spectrum_along(loss, flow, ...))."
+            )
+        spec = spectrum
+    lam_saved = np.interp(ts, np.asarray(spec.ts, np.float64), np.asarray(spec.lambda_min))
+    hg = np.asarray(_hessian_gradient_norms(problem.loss, flow.params, problem.data), np.float64)
+    local_saved = 0.5 * lr**2 * hg
+
+    # The recursion runs on the step grid t0 + k*lr. With a stride s > 1, lambda_min is
+    # interpolated linearly between saved points and the local errors geometrically
+    # (linearly in log): they decay like exponentials along the flow, and a linear
+    # interpolant would overstate them by a large factor when they fall fast.
+    K = J * stride
+    fine = ts[0] + lr * np.arange(K + 1)
+    lam = np.interp(fine, ts, lam_saved)
+    tiny = np.finfo(np.float64).tiny
+    local = np.exp(np.interp(fine[:-1], ts, np.log(np.maximum(local_saved, tiny))))
+    integral = np.concatenate([[0.0], np.cumsum(0.5 * lr * (lam[1:] + lam[:-1]))])
+    est = np.zeros(K + 1)
+    decay = np.exp(-np.diff(integral))
+    for n in range(1, K + 1):
+        est[n] = decay[n - 1] * est[n - 1] + local[n - 1]
+    keep = np.arange(0, K + 1, stride)
+    est, integral = est[keep], integral[keep]
+
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(problem.params0))
+    return ErrorEstimate(
+        ts=jnp.asarray(ts, dtype),
+        estimate=jnp.asarray(est, dtype),
+        local_errors=jnp.asarray(local_saved, dtype),
+        lambda_min=jnp.asarray(lam_saved, dtype),
+        integral=jnp.asarray(integral, dtype),
+        spectrum=spec,
+        lr=lr,
+    )
