@@ -227,15 +227,22 @@ def _run(
     traj = Trajectory(ts=ts, params=saved, loss=losses, method=method, stats=stats)
     if diverged_at is not None:
         when = f" (t={diverged_at * lr:g})" if lr is not None else ""
-        msg = (
+        report_divergence(
             f"{method} diverged: non-finite loss at step {diverged_at}{when} of {steps}. "
-            f"Returning the {len(traj)} points computed before it; try a smaller step size."
+            f"Returning the {len(traj)} points computed before it; try a smaller step size.",
+            traj,
+            on_divergence,
+            stacklevel=4,
         )
-        if on_divergence == "raise":
-            raise DivergenceError(msg, traj)
-        if on_divergence == "warn":
-            warnings.warn(msg, DivergenceWarning, stacklevel=3)
     return traj
+
+
+def report_divergence(msg: str, traj: Trajectory, on_divergence: str, stacklevel: int) -> None:
+    """Act on a diverged run as ``on_divergence`` says: raise, warn or stay silent."""
+    if on_divergence == "raise":
+        raise DivergenceError(msg, traj)
+    if on_divergence == "warn":
+        warnings.warn(msg, DivergenceWarning, stacklevel=stacklevel)
 
 
 def _sgd_from(hyper) -> optax.GradientTransformation:

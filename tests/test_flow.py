@@ -41,20 +41,8 @@ def test_implicit_solver_on_stiff_quadratic():
     assert flow.stats["grad_evals"] is None  # not counted for implicit solvers
 
 
-def _nonquadratic():
-    # log-sum-exp of a linear map plus a quartic: smooth, non-quadratic, bounded below.
-    rng = np.random.default_rng(5)
-    A = rng.standard_normal((6, 3))
-
-    def loss(th, batch):
-        z = batch["A"] @ th
-        return jnp.mean(jax.nn.logsumexp(z) + 0.25 * jnp.sum(th**4) * jnp.ones(z.shape[:1]))
-
-    return gf.Problem(loss, {"A": A[None]}, jnp.array([0.8, -0.5, 0.3]))
-
-
-def test_gd_is_first_order_euler_on_gradient_flow():
-    problem = _nonquadratic()
+def test_gd_is_first_order_euler_on_gradient_flow(nonquadratic):
+    problem = nonquadratic
     T = 2.0
     ref = gf.gradient_flow(problem, T, ts=[0.0, T], rtol=1e-12, atol=1e-14).final
     lrs = np.array([0.1, 0.05, 0.025, 0.0125])

@@ -156,19 +156,8 @@ def test_grad_evals_are_counted_exactly():
     assert abs(stats["grad_evals"] - n) <= 0.05 * n
 
 
-def _nonquadratic():
-    rng = np.random.default_rng(5)
-    A = rng.standard_normal((6, 3))
-
-    def loss(th, batch):
-        z = batch["A"] @ th
-        return jnp.mean(jax.nn.logsumexp(z) + 0.25 * jnp.sum(th**4) * jnp.ones(z.shape[:1]))
-
-    return gf.Problem(loss, {"A": A[None]}, jnp.array([0.8, -0.5, 0.3]))
-
-
-def test_fixed_step_order_two():
-    problem = _nonquadratic()
+def test_fixed_step_order_two(nonquadratic):
+    problem = nonquadratic
     T = 2.0
     ref = np.asarray(gf.gradient_flow(problem, T, ts=[0.0, T], rtol=1e-12, atol=1e-14).final)
     hs = np.array([0.2, 0.1, 0.05, 0.025])

@@ -2,7 +2,6 @@ r"""The splitting optimiser: Lie–Trotter and Strang splitting of gradient flow
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import equinox as eqx
@@ -11,13 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._batching import AbstractBatching, resolve_batching
-from .._descent import (
-    DivergenceError,
-    DivergenceWarning,
-    _all_finite,
-    _tree_where,
-    run_compiled,
-)
+from .._descent import _all_finite, _tree_where, report_divergence, run_compiled
 from .._problem import Problem, float_dtype
 from .._trajectory import Trajectory
 from .._validate import one_of, positive_finite, positive_int
@@ -314,13 +307,12 @@ def split(
     }
     traj = Trajectory(ts=ts, params=params, loss=losses, method="split", stats=stats)
     if diverged_at is not None:
-        msg = (
+        report_divergence(
             f"split({scheme}, {type(local).__name__}) diverged: non-finite state at batch "
             f"step {diverged_at} (t={diverged_at * lr:g}) of {epochs * m}. Returning the "
-            f"{len(traj)} points computed before it; try a smaller `lr`."
+            f"{len(traj)} points computed before it; try a smaller `lr`.",
+            traj,
+            on_divergence,
+            stacklevel=3,
         )
-        if on_divergence == "raise":
-            raise DivergenceError(msg, traj)
-        if on_divergence == "warn":
-            warnings.warn(msg, DivergenceWarning, stacklevel=2)
     return traj
