@@ -38,13 +38,21 @@ def _structure(params) -> tuple:
     return treedef, tuple(tuple(np.shape(x)[1:]) for x in leaves)
 
 
-def _match_times(a_ts: np.ndarray, b_ts: np.ndarray) -> np.ndarray:
-    """Index into ``b_ts`` of each of ``a_ts``, or -1 where ``b`` has no such time."""
+def _time_tol(*ts) -> float:
+    """Relative tolerance for "the same time": 1e-9, or a few ulps of the coarsest dtype
+    (float32 times ``k*lr`` and ``(k*r)*(lr/r)`` differ by ~1e-7 relative)."""
+    eps = max(float(jnp.finfo(jnp.result_type(t)).eps) for t in ts)
+    return max(1e-9, 16.0 * eps)
+
+
+def _match_times(a_ts: np.ndarray, b_ts: np.ndarray, rel: float = 1e-9) -> np.ndarray:
+    """Index into ``b_ts`` of each of ``a_ts``, or -1 where ``b`` has no such time (to
+    ``rel`` relative to the larger of 1 and the largest time)."""
     scale = max(1.0, float(np.max(np.abs(b_ts))))
     idx = np.clip(np.searchsorted(b_ts, a_ts), 0, len(b_ts) - 1)
     lower = np.clip(idx - 1, 0, len(b_ts) - 1)
     pick = np.where(np.abs(b_ts[lower] - a_ts) < np.abs(b_ts[idx] - a_ts), lower, idx)
-    ok = np.abs(b_ts[pick] - a_ts) <= 1e-9 * scale
+    ok = np.abs(b_ts[pick] - a_ts) <= rel * scale
     return np.where(ok, pick, -1)
 
 
@@ -83,7 +91,7 @@ def distance(a: Trajectory, b: Trajectory) -> jax.Array:
             "Compare trajectories of the same problem (same network and parameter layout)."
         )
     a_ts, b_ts = np.asarray(a.ts, np.float64), np.asarray(b.ts, np.float64)
-    idx = _match_times(a_ts, b_ts)
+    idx = _match_times(a_ts, b_ts, _time_tol(a.ts, b.ts))
     if b.continuous and np.any(idx < 0):
         pb = b.evaluate(a.ts)
     else:
@@ -232,13 +240,30 @@ def error_estimate(
     if not isinstance(problem, Problem):
         raise TypeError(f"`problem` must be a gdflow.Problem; got {type(problem).__name__}.")
     _check_trajectory("flow", flow)
+    if flow.method in ("gd", "sgd", "descent", "split"):
+        raise ValueError(
+            f"`flow` is a {flow.method!r} trajectory; error_estimate needs the gradient "
+            "flow itself (gf.gradient_flow(problem, K * lr, ts=lr * jnp.arange(K + 1)))."
+        )
+    fixed = {"which", "every", "args", "progress", "k", "warm_start"} & set(eig_kwargs)
+    if fixed:
+        raise ValueError(
+            f"error_estimate sets {sorted(fixed)} itself; pass only tol, max_iters, min_iters, "
+            "method or key through `eig_kwargs` (use `eig_every` for the Lanczos stride)."
+        )
+    if spectrum is not None and (eig_every != 1 or eig_kwargs):
+        raise ValueError(
+            "`spectrum` is reused as it is: `eig_every` and Lanczos options have no effect "
+            "with it. Pass either `spectrum` or those options."
+        )
     lr = positive_finite("lr", lr)
     eig_every = positive_int("eig_every", eig_every)
     ts = np.asarray(flow.ts, np.float64)
+    rel = _time_tol(flow.ts)
     J = len(ts) - 1
     stride = int(round((ts[1] - ts[0]) / lr)) if J >= 1 else 0
     grid = ts[0] + stride * lr * np.arange(J + 1)
-    if stride < 1 or not np.allclose(ts, grid, rtol=0.0, atol=1e-9 * max(1.0, abs(grid[-1]))):
+    if stride < 1 or not np.allclose(ts, grid, rtol=0.0, atol=rel * max(1.0, abs(grid[-1]))):
         raise ValueError(
             f"`flow` must be saved at t_j = t0 + j*s*lr for an integer stride s >= 1 "
             f"(lr={lr:g}), with at least two points; got {len(ts)} times from {ts[0]:g} to "
@@ -268,7 +293,7 @@ def error_estimate(
                 "(spectrum_along(..., which='smallest' or 'both')) of this flow."
             )
         st = np.asarray(spectrum.ts, np.float64)
-        if np.any(_match_times(st, ts) < 0) or st[0] != ts[0] or st[-1] != ts[-1]:
+        if np.any(_match_times(st, ts, rel) < 0) or st[0] != ts[0] or st[-1] != ts[-1]:
             raise ValueError(
                 "`spectrum` must be computed at saved points of `flow`, including the "
                 "first and the last (spectrum_along(loss, flow, ...))."

@@ -69,8 +69,10 @@ class HessianEigs(eqx.Module):
     - ``eigenvectors``: shape ``(r, P)``, unit Ritz vectors in the raveled parameter space
       (``P`` parameters), row ``i`` for ``eigenvalues[i]``. :meth:`vector` returns one as
       a pytree shaped like the parameters.
-    - ``residuals``: shape ``(r,)``, :math:`\|H y_i - \lambda_i y_i\|` (the bound on each
-      eigenvalue's error, which is in fact of order ``residual**2 / gap``).
+    - ``residuals``: shape ``(r,)``, :math:`\|H y_i - \lambda_i y_i\|`: *some* eigenvalue
+      of :math:`H` lies within it of :math:`\lambda_i` (within ``residual**2 / gap`` once
+      the pair is isolated). It does not prove that :math:`\lambda_i` is the extreme one:
+      a Krylov method can miss an eigenvector its start vector is (nearly) orthogonal to.
     - ``hvps``: number of Hessian-vector products spent.
     - ``converged``: whether every residual met the tolerance.
     - ``method``, ``which``: how they were computed.
@@ -191,6 +193,7 @@ def _lanczos(loss, params, args, v0, key, *, tol, m, k, which, min_iters):
     want_lo, want_hi = which in ("smallest", "both"), which in ("largest", "both")
     converged = False
     n = 0
+    at_breakdown = None  # wanted Ritz values at the last breakdown
     for j in range(m):
         V, a, b = _lanczos_step(
             problem, V, jnp.asarray(j), jnp.asarray(beta[max(j - 1, 0)], dtype)
@@ -202,19 +205,30 @@ def _lanczos(loss, params, args, v0, key, *, tol, m, k, which, min_iters):
         w_hi, S_hi = _ritz(alpha[:n], beta[: n - 1], n - kk, n - 1)
         scale = max(abs(w_lo[0]), abs(w_hi[-1]))
         res = np.concatenate([b * np.abs(S_lo[-1])] * want_lo + [b * np.abs(S_hi[-1])] * want_hi)
-        converged = n >= max(k, min_iters) and bool(np.all(res <= tol * scale))
-        if converged or n == m or n == P:
-            beta[j] = b
-            break
-        if b <= 100.0 * eps * max(scale, np.finfo(float).tiny):
-            # Breakdown: span(V) is invariant and its Ritz values are exact. Continue from
-            # a random direction orthogonal to it (no coupling, beta_j = 0), so that a
-            # start vector lacking some eigendirections, or a repeated eigenvalue (which
-            # one Krylov sequence sees once), cannot hide an extreme eigenvalue.
+        if b <= 100.0 * eps * max(scale, np.finfo(float).tiny) and n < min(m, P):
+            # Breakdown: span(V) is invariant and its Ritz values are exact, so every
+            # residual is ~0 -- but a start vector lacking some eigendirections, or a
+            # repeated eigenvalue (which one Krylov sequence sees once), may hide an
+            # extreme eigenvalue outside it. Continue from a random direction orthogonal
+            # to it (no coupling, beta_j = 0); accept only once a further invariant block
+            # has left the wanted Ritz values unchanged.
+            wanted = np.concatenate([w_lo] * want_lo + [w_hi] * want_hi)
+            if (
+                at_breakdown is not None
+                and n >= max(k, min_iters)
+                and at_breakdown.shape == wanted.shape
+                and np.allclose(at_breakdown, wanted, rtol=0.0, atol=tol * scale)
+            ):
+                converged, beta[j] = True, b
+                break
+            at_breakdown = wanted
             beta[j] = 0.0
             V = _lanczos_restart(key, V, jnp.asarray(j))
-        else:
-            beta[j] = b
+            continue
+        converged = n >= max(k, min_iters) and bool(np.all(res <= tol * scale))
+        beta[j] = b
+        if converged or n == m or n == P:
+            break
     lo = np.arange(min(k, n))
     hi = np.arange(max(n - k, 0), n)
     idx = lo if which == "smallest" else hi if which == "largest" else np.concatenate([lo, hi])
@@ -310,13 +324,19 @@ def hessian_eigs(
 
     Only Hessian-vector products :math:`v \mapsto \nabla^2 L(\theta) v` are used (``jvp``
     of ``grad``, about two gradients each). ``method="lanczos"`` (default) runs Lanczos
-    with full reorthogonalisation inside one jitted JAX loop: after ``n`` HVPs,
+    with full reorthogonalisation (each step one jitted HVP and reorthogonalisation; the
+    small tridiagonal eigenproblem and the stopping test on the host): after ``n`` HVPs,
     :math:`H V_n = V_n T_n + \beta_n v_{n+1} e_n^\top` with orthonormal :math:`V_n` and
     tridiagonal :math:`T_n`; the Ritz pairs :math:`(\vartheta_i, V_n s_i)` of :math:`T_n`
     have residual :math:`\|H y_i - \vartheta_i y_i\| = \beta_n |e_n^\top s_i|`, and the loop
     stops once every wanted pair has residual :math:`\le` ``tol`` :math:`\cdot\max|\vartheta|`.
-    Since :math:`H` is symmetric the eigenvalue error is at most the residual, and in fact
-    of order residual²/gap.
+    Since :math:`H` is symmetric, some eigenvalue lies within the residual of each Ritz
+    value (within residual²/gap once it is isolated). That it is *the* extreme eigenvalue
+    is what a Krylov method cannot prove: a start vector (nearly) orthogonal to the
+    extreme eigenvector, or an extreme eigenvalue of multiplicity above one, can hide it.
+    Exact invariance (breakdown) is detected and answered by restarting in a random
+    orthogonal direction, and warm starts mix in a random component; for a second
+    opinion use ``min_iters`` or a cold start with another ``key``.
 
     Indefinite Hessians need no special treatment: both ends of the spectrum are extremes
     of the same Krylov space (a shift :math:`H - \sigma I` leaves the Krylov space, and so

@@ -134,3 +134,36 @@ def test_error_estimate_needs_the_step_grid():
         error_estimate(problem, flow, 0.1)
     with pytest.raises(ValueError, match="lr"):
         error_estimate(problem, flow, -0.1)
+
+
+def test_float32_trajectories_match_times():
+    # float32 times k*lr and (3k)*(lr/3) differ by ~1e-7 relative: still the same times.
+    H = jnp.diag(jnp.array([1.0, 3.0], jnp.float32))
+    problem = gf.problems.quadratic(H, params0=jnp.ones(2, jnp.float32))
+    coarse = gf.gd(problem, 0.1, 100)
+    fine = gf.gd(problem, 0.1 / 3, 300, save_every=3)
+    assert coarse.ts.dtype == jnp.float32
+    k = np.arange(101)
+    want = np.hypot((0.9**k - (1 - 0.1 / 3) ** (3 * k)), (0.7**k - 0.9 ** (3 * k)))
+    np.testing.assert_allclose(distance(coarse, fine), want, atol=1e-6)
+    flow = gf.gradient_flow(problem, 10.0, ts=0.1 * jnp.arange(101, dtype=jnp.float32))
+    est = error_estimate(problem, flow, 0.1)
+    assert est.estimate.dtype == jnp.float32 and est.estimate.shape == (101,)
+
+
+def test_error_estimate_reuses_a_spectrum_and_rejects_conflicts():
+    H = _rotated(jnp.array([0.5, 1.0, 3.0]), 4)
+    problem = gf.problems.quadratic(H, params0=jnp.ones(3))
+    lr, K = 0.1, 30
+    flow = gf.gradient_flow(problem, K * lr, ts=lr * jnp.arange(K + 1), rtol=1e-10, atol=1e-12)
+    spec = gf.spectrum_along(problem.loss, flow, args=(problem.data,), progress=False)
+    direct = error_estimate(problem, flow, lr)
+    reused = error_estimate(problem, flow, lr, spectrum=spec)
+    np.testing.assert_allclose(reused.estimate, direct.estimate, rtol=1e-9)
+    np.testing.assert_allclose(direct.lambda_min, np.linalg.eigvalsh(np.asarray(H))[0], rtol=1e-9)
+    with pytest.raises(ValueError, match="eig_every"):
+        error_estimate(problem, flow, lr, spectrum=spec, eig_every=2)
+    with pytest.raises(ValueError, match="which"):
+        error_estimate(problem, flow, lr, which="largest")
+    with pytest.raises(ValueError, match="gradient"):
+        error_estimate(problem, gf.gd(problem, lr, K), lr)

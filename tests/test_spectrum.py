@@ -157,3 +157,22 @@ def test_bad_input(small_mlp):
     with pytest.warns(RuntimeWarning, match="max_iters"):
         bad = hessian_eigs(problem.loss, problem.params0, args=args, max_iters=4)
     assert not bad.converged and bad.hvps == 4
+
+
+@pytest.mark.parametrize(
+    ("diag", "k", "which"),
+    [
+        ((1, 1, 1, 5, 5), 2, "smallest"),
+        ((1, 1, 1, 5, 5), 2, "both"),
+        ((1, 2, 3, 3, 3, 9), 3, "largest"),
+    ],
+)
+def test_repeated_extreme_eigenvalue_is_not_hidden(diag, k, which):
+    # From the all-ones start the Krylov space is invariant after len(set(diag)) steps and
+    # every residual is zero; the repeated extreme eigenvalue lies outside it.
+    H = jnp.diag(jnp.asarray(diag, jnp.float64))
+    res = hessian_eigs(lambda th: 0.5 * th @ H @ th, jnp.ones(len(diag)), k=k, which=which)
+    ev = np.sort(np.asarray(diag, float))
+    want = {"smallest": ev[:k], "largest": ev[-k:], "both": np.concatenate([ev[:k], ev[-k:]])}
+    np.testing.assert_allclose(res.eigenvalues, want[which], atol=1e-12)
+    assert res.converged
