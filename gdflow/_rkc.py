@@ -144,7 +144,8 @@ class RKC2(AbstractAdaptiveSolver):
     (no estimate; stability is then the caller's business — used for order tests).
     A step that would need more than ``max_stages`` is computed with ``max_stages`` and
     reported with an infinite error, so adaptive controllers reject it and shrink
-    :math:`h` (by their ``factormin``).
+    :math:`h` (by their ``factormin``). A constant step size ignores the error: there
+    choose ``dt0`` with :math:`h\rho \le 0.653\,(s_{\max}^2 - 1)` yourself.
 
     **Error estimate** (Sommeijer et al. 1997, §3):
     :math:`\mathrm{err} = \tfrac{1}{15}\,[\,12(y_n - y_{n+1}) + 6h(F_n + F_{n+1})\,]`

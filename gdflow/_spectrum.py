@@ -28,6 +28,7 @@ import numpy as np
 import scipy.linalg
 from jax.flatten_util import ravel_pytree
 
+from ._trajectory import Trajectory
 from ._validate import one_of, positive_finite, positive_int
 
 PyTree = Any
@@ -569,6 +570,11 @@ def spectrum_along(
     if "v0" in eig_kwargs:
         raise ValueError(
             "`v0` is chosen by spectrum_along; pass warm_start=False for cold starts."
+        )
+    if not isinstance(traj, Trajectory):
+        raise TypeError(
+            f"`traj` must be a gdflow.Trajectory; got {type(traj).__name__}. For one point "
+            "use hessian_eigs(loss, params)."
         )
     T = len(traj)
     if T == 0:

@@ -157,6 +157,8 @@ def test_bad_input(small_mlp):
     with pytest.warns(RuntimeWarning, match="max_iters"):
         bad = hessian_eigs(problem.loss, problem.params0, args=args, max_iters=4)
     assert not bad.converged and bad.hvps == 4
+    with pytest.raises(TypeError, match="Trajectory"):
+        spectrum_along(problem.loss, problem.params0, args=args)
 
 
 @pytest.mark.parametrize(
