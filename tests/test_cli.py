@@ -50,3 +50,15 @@ def test_python_dash_m_entry_point():
         [sys.executable, "-m", "gdflow", "list"], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0 and "modified-loss" in done.stdout
+
+
+def test_md_table_keeps_norm_bars_in_their_column():
+    import re
+
+    from gdflow.experiments._base import md_table
+
+    table = md_table(["net", "|θ(T) − θ0|"], [["linear", 6.367], ["|a|", 0.5]])
+    for line in table.splitlines():
+        # unescaped bars: one per column boundary (3 for two columns)
+        assert len(re.findall(r"(?<!\\)\|", line)) == 3, line
+    assert "\\|θ(T) − θ0\\|" in table and "6.367" in table

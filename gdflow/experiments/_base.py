@@ -129,13 +129,13 @@ def write_json(path: Path, payload: dict) -> None:
 
 
 def md_table(header: list[str], rows: list[list[Any]], fmt: str = "{:.4g}") -> str:
-    """A Markdown table; floats formatted with ``fmt``."""
+    """A Markdown table; floats formatted with ``fmt``, ``|`` inside cells escaped (so a
+    norm such as ``|θ - θ*|`` stays in its column)."""
 
     def cell(v):
-        if isinstance(v, float):
-            return fmt.format(v)
-        return str(v)
+        text = fmt.format(v) if isinstance(v, float) else str(v)
+        return text.replace("|", "\\|")
 
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)

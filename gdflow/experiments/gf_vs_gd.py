@@ -218,7 +218,7 @@ def _figures(ctx: Context, s: dict, nets: dict, control: dict | None, deep: dict
             )
         ax.set(yscale="log", xlabel="t = k·lr0", title=f"{LABEL[name]} net")
     axes[0][0].set_ylabel("distance in parameter space")
-    axes[0][-1].legend(frameon=False, fontsize=7, loc="center right")
+    axes[0][0].legend(frameon=False, fontsize=7, loc="center right")
     fig.suptitle(f"GD vs GF on {s['data']}, lr0 = {s['lr0']:g}", fontsize=10)
     fig.tight_layout()
     figs.append(ctx.savefig(fig, "distances.png"))
