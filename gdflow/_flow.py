@@ -72,6 +72,25 @@ def evals_per_step(solver: diffrax.AbstractSolver) -> int | None:
     return int(tableau.num_stages) - (1 if tableau.fsal else 0)
 
 
+def count_evals(solver: diffrax.AbstractSolver, steps: int, solves: int = 1) -> int | None:
+    """Field evaluations of ``solves`` solves taking ``steps`` attempted steps in all.
+
+    Each attempted step (accepted or rejected) costs :func:`evals_per_step`; each solve
+    starts with one evaluation when its first stage reuses the last (FSAL: the field at
+    the initial point), none otherwise. Diffrax's automatic first step size (``dt0=None``)
+    costs no evaluations. Exact when no step is rejected; otherwise a lower bound short by
+    at most the number of rejections, as an FSAL solver re-evaluates its first stage on
+    every attempt before the first accepted step (measured with a counting field,
+    ``tests/test_flow.py``). ``None`` for implicit solvers.
+    """
+    per = evals_per_step(solver)
+    if per is None:
+        return None
+    tableau = getattr(solver, "tableau", None)
+    fsal = bool(getattr(tableau, "fsal", False))
+    return per * steps + (solves if fsal else 0)
+
+
 # Cached per loss so that repeated solves of one problem (and Trajectory.evaluate) reuse
 # one compiled solve instead of tracing a fresh closure each time.
 @functools.lru_cache(maxsize=256)
@@ -184,8 +203,9 @@ def gradient_flow(
       interval growing like the square of its stage count, for stiff gradient flows).
     - ``rtol``, ``atol``: tolerances of the step-size controller.
     - ``t0``, ``params0``: start (default ``0`` and ``problem.params0``).
-    - ``dt0``: initial step (default chosen automatically; required for fixed-step solvers
-      such as ``diffrax.Euler()``, which then take constant steps).
+    - ``dt0``: initial step (default: diffrax's choice, which the controller then
+      adapts; required for fixed-step solvers such as ``diffrax.Euler()``, which then
+      take constant steps).
     - ``max_steps``: cap on solver steps. Memory does not grow with it.
     - ``controller``: a diffrax step-size controller, overriding ``rtol``/``atol``.
     - ``progress``: show a progress bar.
@@ -193,10 +213,11 @@ def gradient_flow(
     **Returns:** a continuous :class:`gdflow.Trajectory` (``method="gradient_flow"``)
     whose :meth:`~gdflow.Trajectory.evaluate` re-solves to any times. ``stats`` holds the
     solver's step counts and ``grad_evals``: field evaluations counted from the steps
-    (stages per attempted step, less one for FSAL, plus three for start-up;
-    ``None`` for implicit solvers; for solvers that count their own, as ``"rkc"``, their
-    count, with rejected attempts estimated at the mean accepted cost and
-    ``grad_evals_exact`` then ``False``).
+    (stages per attempted step, less one for FSAL, plus one at the start for FSAL
+    solvers: exact without rejected steps, else possibly short by up to their number,
+    see :func:`count_evals`; ``None`` for implicit solvers; for solvers that count their
+    own, as ``"rkc"``, their count, with rejected attempts estimated at the mean accepted
+    cost). ``grad_evals_exact`` says whether the count is exact.
 
     **Raises:** ``ValueError`` for ``t1 <= t0``, non-finite times or tolerances, or save
     times outside ``[t0, t1]``; :class:`FlowError` (carrying the solved part as
@@ -271,16 +292,15 @@ def gradient_flow(
     (ys, losses, result, sstats), compile_s, run_s = run_compiled(_solve, *args)
     steps = {k: int(v) for k, v in sstats.items()}
     counted = steps.pop("solver_evals", None)
-    per = evals_per_step(solver_)
-    evals = None if per is None else per * steps["num_steps"] + 3
-    exact = None if evals is None else True
+    evals = count_evals(solver_, steps["num_steps"])
+    exact = None if evals is None else steps["num_rejected_steps"] == 0
     if counted is not None:
         # The solver's own count covers init and accepted steps (diffrax restores the
         # solver state after a rejection); each rejected attempt is estimated at the mean
-        # cost of an accepted one. dt0=None adds diffrax's initial-step choice (2 evals).
+        # cost of an accepted one.
         rejected = steps["num_rejected_steps"]
         mean = counted / max(steps["num_accepted_steps"], 1)
-        evals = counted + round(rejected * mean) + (2 if dt0 is None else 0)
+        evals = counted + round(rejected * mean)
         exact = rejected == 0
     stats = {
         **steps,

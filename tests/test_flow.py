@@ -125,3 +125,41 @@ def test_fit_order_recovers_slopes_and_rejects_bad_input():
         gf.fit_order([0.1], [1.0])
     with pytest.raises(ValueError):
         gf.fit_order([0.1, 0.1], [1.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    ("solver", "kwargs"),
+    [
+        ("tsit5", {}),
+        ("tsit5", {"dt0": 0.1}),
+        ("tsit5", {"rtol": 1e-4, "atol": 1e-7}),
+        ("tsit5", {"rtol": 1e-6, "atol": 1e-9, "diag": (1.0, 3.0)}),  # no rejection: exact
+        ("dopri5", {"rtol": 1e-3, "atol": 1e-6}),
+        (diffrax.Euler(), {"dt0": 0.25}),
+        (diffrax.Heun(), {"dt0": 0.25}),
+    ],
+)
+def test_grad_evals_count_the_field_calls(solver, kwargs):
+    # The oracle: the field's own calls, counted on the host as the solve runs.
+    kwargs = dict(kwargs)
+    smooth = "diag" in kwargs  # a mild spectrum: no rejected step, so the exact branch
+    diag = jnp.array(kwargs.pop("diag", (1.0, 3.0, 30.0)))
+    problem = gf.problems.quadratic(jnp.diag(diag), params0=jnp.ones(diag.size))
+    calls = []
+
+    def field(params, data):
+        jax.debug.callback(lambda: calls.append(1))
+        return jax.tree_util.tree_map(jnp.negative, jax.grad(problem.loss)(params, data))
+
+    opts = {"rtol": 1e-7, "atol": 1e-10, **kwargs}
+    flow = gf.gradient_flow(problem, 2.0, ts=[0.0, 2.0], field=field, solver=solver, **opts)
+    jax.effects_barrier()
+    st = flow.stats
+    assert st["num_rejected_steps"] == 0 or not smooth
+    if st["num_rejected_steps"] == 0:
+        assert st["grad_evals_exact"] and st["grad_evals"] == len(calls) > 0
+    else:
+        # an FSAL solver re-evaluates its first stage on each attempt before the first
+        # accepted step, which the step counts cannot see: a lower bound, flagged inexact
+        assert st["grad_evals_exact"] is False
+        assert st["grad_evals"] <= len(calls) <= st["grad_evals"] + st["num_rejected_steps"]

@@ -7,7 +7,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._flow import evals_per_step, resolve_solver
+from .._flow import count_evals, resolve_solver
 from .._problem import float_dtype
 from .._validate import positive_finite, positive_int
 from ._base import AbstractLocalSolver, reduce_batch
@@ -151,7 +151,7 @@ class LocalODE(AbstractLocalSolver):
     def evals_per_solve(self) -> int | None:
         return None
 
-    @property
-    def evals_per_step(self) -> int | None:
-        """Field evaluations per attempted solver step (``None`` for implicit solvers)."""
-        return evals_per_step(self.solver)
+    def count_evals(self, steps: int, solves: int) -> int | None:
+        """Field evaluations of ``solves`` local solves taking ``steps`` solver steps in all
+        (``None`` for implicit solvers)."""
+        return count_evals(self.solver, steps, solves)

@@ -280,11 +280,10 @@ def split(
     ts = jnp.asarray(es * m, dtype) * lr_arr
     solves = e * m * (2 if scheme == "strang" else 1)
     per_solve = local.evals_per_solve
-    per_step = getattr(local, "evals_per_step", None)
     if per_solve is not None:
         grad_evals = per_solve * solves
-    elif per_step is not None:
-        grad_evals = per_step * ode_steps + 3 * solves  # + start-up evaluations per solve
+    elif hasattr(local, "count_evals"):
+        grad_evals = local.count_evals(ode_steps, solves)
     else:
         grad_evals = None
     stats = {

@@ -12,7 +12,7 @@ import numpy as np
 
 from .._batching import AbstractBatching, resolve_batching
 from .._descent import run_compiled
-from .._flow import FlowError, evals_per_step, resolve_solver
+from .._flow import FlowError, count_evals, resolve_solver
 from .._problem import Problem, float_dtype
 from .._trajectory import Trajectory
 from .._validate import positive_finite, positive_int
@@ -289,10 +289,9 @@ def switched_flow(
         params, loss, more = dense(ts_np)
         steps += more
 
-    per = evals_per_step(solver_)
     stats = {
         "num_steps": steps,
-        "grad_evals": None if per is None else per * steps + 3 * K,
+        "grad_evals": count_evals(solver_, steps, solves=K),
         "segments": K,
         "dwell": dwell,
         "rate": rate,
