@@ -60,6 +60,12 @@ class AbstractLocalSolver(eqx.Module):
         """Batch-gradient evaluations per local solve, if fixed (Euler: 1, Exact: 0)."""
         return None
 
+    def count_evals(self, steps: int, solves: int) -> int | None:
+        """Batch-gradient evaluations of ``solves`` local solves that took ``steps`` ODE
+        solver steps in all (``None`` if not countable, e.g. implicit ODE solvers)."""
+        per = self.evals_per_solve
+        return None if per is None else per * solves
+
 
 def phi(lam, h):
     r""":math:`\varphi(\lambda, h) = (1 - e^{-\lambda h})/\lambda`, with :math:`\varphi \to h`

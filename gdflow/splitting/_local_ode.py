@@ -147,10 +147,6 @@ class LocalODE(AbstractLocalSolver):
         eta1, steps = self._solve(_reduced_field(problem.kind), eta0, (R, y), dt)
         return params + Q @ (eta1 - eta0), steps
 
-    @property
-    def evals_per_solve(self) -> int | None:
-        return None
-
     def count_evals(self, steps: int, solves: int) -> int | None:
         """Field evaluations of ``solves`` local solves taking ``steps`` solver steps in all
         (``None`` for implicit solvers)."""

@@ -279,13 +279,7 @@ def split(
 
     ts = jnp.asarray(es * m, dtype) * lr_arr
     solves = e * m * (2 if scheme == "strang" else 1)
-    per_solve = local.evals_per_solve
-    if per_solve is not None:
-        grad_evals = per_solve * solves
-    elif hasattr(local, "count_evals"):
-        grad_evals = local.count_evals(ode_steps, solves)
-    else:
-        grad_evals = None
+    grad_evals = local.count_evals(ode_steps, solves)
     stats = {
         "epochs": e,
         "steps": e * m,
