@@ -29,19 +29,14 @@ from ._batching import (
     Reshuffle as Reshuffle,
     RoundRobin as RoundRobin,
 )
-from ._descent import (
-    DivergenceError as DivergenceError,
-    DivergenceWarning as DivergenceWarning,
-    descent as descent,
-    gd as gd,
-    sgd as sgd,
-)
+from ._descent import descent as descent, gd as gd, sgd as sgd
 from ._flow import FlowError as FlowError, gradient_flow as gradient_flow
 from ._gap import (
     ErrorEstimate as ErrorEstimate,
     distance as distance,
     error_estimate as error_estimate,
 )
+from ._methods import SGD as SGD, AbstractMethod as AbstractMethod, Optax as Optax
 from ._modified import (
     modified_field as modified_field,
     modified_loss as modified_loss,
@@ -50,18 +45,47 @@ from ._modified import (
 from ._order import fit_order as fit_order
 from ._problem import Problem as Problem
 from ._rkc import RKC2 as RKC2
+from ._run import (
+    RESULTS as RESULTS,
+    AbstractProgressMeter as AbstractProgressMeter,
+    DivergenceError as DivergenceError,
+    DivergenceWarning as DivergenceWarning,
+    NoProgressMeter as NoProgressMeter,
+    RunInterrupted as RunInterrupted,
+    TqdmProgressMeter as TqdmProgressMeter,
+    run as run,
+)
 from ._spectrum import (
     HessianEigs as HessianEigs,
     SpectrumPath as SpectrumPath,
     hessian_eigs as hessian_eigs,
     spectrum_along as spectrum_along,
 )
+from ._stats import (
+    AbstractStats as AbstractStats,
+    FlowStats as FlowStats,
+    RunStats as RunStats,
+    SwitchedStats as SwitchedStats,
+)
+from ._structure import (
+    AbstractGLM as AbstractGLM,
+    AbstractStructure as AbstractStructure,
+    LeastSquares as LeastSquares,
+    Logistic as Logistic,
+    Quadratic as Quadratic,
+    Softmax as Softmax,
+    TwoPoints as TwoPoints,
+)
 from ._trajectory import Trajectory as Trajectory
 from .splitting import (
     AbstractLocalSolver as AbstractLocalSolver,
+    AbstractScheme as AbstractScheme,
     Euler as Euler,
     Exact as Exact,
+    LieTrotter as LieTrotter,
     LocalODE as LocalODE,
+    Splitting as Splitting,
+    Strang as Strang,
     split as split,
     switched_flow as switched_flow,
     two_point_flow as two_point_flow,

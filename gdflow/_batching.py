@@ -13,16 +13,37 @@ which makes minibatch SGD a deterministic Lie–Trotter splitting of gradient fl
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._validate import positive_int
 
+__all__ = [
+    "AbstractBatching",
+    "FullBatch",
+    "Replacement",
+    "Reshuffle",
+    "RoundRobin",
+    "check_table",
+    "resolve_batching",
+]
+
 
 class AbstractBatching(eqx.Module):
-    """Base class of batching rules. Subclasses are final."""
+    """Base class of batching rules. Subclasses are final.
+
+    A subclass declares `deterministic: ClassVar[bool]` (whether every epoch uses the
+    same table) and
+    implements `batch_size`, `num_batches`, `epoch` (the index table of an epoch) and
+    `batch` (the `j`-th batch of an epoch's table, which may be a slice rather than a
+    gather when the batches are contiguous).
+    """
+
+    deterministic: eqx.AbstractClassVar[bool]
 
     @abc.abstractmethod
     def batch_size(self, n: int) -> int:
@@ -36,19 +57,53 @@ class AbstractBatching(eqx.Module):
     def epoch(self, n: int, e) -> jax.Array:
         """Integer table ``(m, b)`` of example indices for epoch ``e`` (traceable in ``e``)."""
 
-    def check(self, n: int) -> None:
-        """Raise ``ValueError`` if this rule cannot batch ``n`` examples."""
-        self.batch_size(n)
-        self.num_batches(n)
+    @abc.abstractmethod
+    def batch(self, data, table, j):
+        """The `j`-th batch (traceable in `j`) of the epoch whose index table is `table`."""
 
-    @property
-    def deterministic(self) -> bool:
-        """Whether every epoch uses the same table (true for full batch and round robin)."""
-        return False
+    def check(self, n: int) -> None:
+        """Raise `ValueError` if this rule cannot batch `n` examples, or if its epoch-0
+        table holds indices outside `[0, n)` or has the wrong shape."""
+        b, m = self.batch_size(n), self.num_batches(n)
+        table = np.asarray(self.epoch(n, 0))
+        if table.shape != (m, b):
+            raise ValueError(
+                f"{type(self).__name__}.epoch(n, 0) must return an index table of shape "
+                f"(num_batches, batch_size) = ({m}, {b}); got {table.shape}."
+            )
+        if not np.issubdtype(table.dtype, np.integer):
+            raise ValueError(
+                f"{type(self).__name__}.epoch(n, 0) must return integer indices; got dtype "
+                f"{table.dtype}."
+            )
+        if table.size and (table.min() < 0 or table.max() >= n):
+            raise ValueError(
+                f"{type(self).__name__}.epoch(n, 0) returned indices in [{table.min()}, "
+                f"{table.max()}], outside [0, n) = [0, {n}): JAX would clamp them silently "
+                "and repeat examples. Return indices of examples that exist."
+            )
+
+
+def check_table(batching: AbstractBatching, table, n: int):
+    """`table`, with a run-time error if a non-built-in rule produced indices outside
+    `[0, n)` (JAX gathers clamp out-of-range indices silently)."""
+    if isinstance(batching, FullBatch | RoundRobin | Reshuffle | Replacement):
+        return table  # indices in range by construction
+    bad = jnp.any((table < 0) | (table >= n))
+    return eqx.error_if(
+        table, bad, f"{type(batching).__name__}.epoch returned indices outside [0, n={n})."
+    )
+
+
+def _gather(data, table, j):
+    idx = table[j]
+    return jax.tree_util.tree_map(lambda x: x[idx], data)
 
 
 class FullBatch(AbstractBatching):
     """Every step sees all ``n`` examples: ``m = 1``, ``b = n`` (gradient descent)."""
+
+    deterministic: ClassVar[bool] = True
 
     def batch_size(self, n: int) -> int:
         return n
@@ -60,9 +115,9 @@ class FullBatch(AbstractBatching):
         del e
         return jnp.arange(n)[None, :]
 
-    @property
-    def deterministic(self) -> bool:
-        return True
+    def batch(self, data, table, j):
+        del table, j
+        return data  # no gather: the batch is the data
 
 
 def _sized(batch_size: int, n: int, drop_remainder: bool, cls: str) -> int:
@@ -94,6 +149,7 @@ class RoundRobin(AbstractBatching):
     - ``drop_remainder``: ignore the last ``n mod b`` examples instead of raising.
     """
 
+    deterministic: ClassVar[bool] = True
     batch_size_: int = eqx.field(static=True)
     drop_remainder: bool = eqx.field(static=True, default=False)
 
@@ -112,9 +168,11 @@ class RoundRobin(AbstractBatching):
         m = self.num_batches(n)
         return jnp.arange(m * self.batch_size_).reshape(m, self.batch_size_)
 
-    @property
-    def deterministic(self) -> bool:
-        return True
+    def batch(self, data, table, j):
+        del table
+        # Contiguous rows: a slice is much cheaper than a gather.
+        b = self.batch_size_
+        return jax.tree_util.tree_map(lambda x: jax.lax.dynamic_slice_in_dim(x, j * b, b), data)
 
 
 class Reshuffle(AbstractBatching):
@@ -130,6 +188,7 @@ class Reshuffle(AbstractBatching):
     - ``drop_remainder``: ignore the last ``n mod b`` shuffled examples of each epoch.
     """
 
+    deterministic: ClassVar[bool] = False
     batch_size_: int = eqx.field(static=True)
     key: jax.Array
     drop_remainder: bool = eqx.field(static=True, default=False)
@@ -150,6 +209,9 @@ class Reshuffle(AbstractBatching):
         perm = jax.random.permutation(jax.random.fold_in(self.key, e), n)
         return perm[: m * self.batch_size_].reshape(m, self.batch_size_)
 
+    def batch(self, data, table, j):
+        return _gather(data, table, j)
+
 
 class Replacement(AbstractBatching):
     """Sampling with replacement: every step draws ``b`` indices uniformly from ``n``.
@@ -157,6 +219,7 @@ class Replacement(AbstractBatching):
     An "epoch" is ``m = n // b`` steps, so that epochs of every rule see ``≈ n`` examples.
     """
 
+    deterministic: ClassVar[bool] = False
     batch_size_: int = eqx.field(static=True)
     key: jax.Array
 
@@ -174,6 +237,9 @@ class Replacement(AbstractBatching):
         m = self.num_batches(n)
         k = jax.random.fold_in(self.key, e)
         return jax.random.randint(k, (m, self.batch_size_), 0, n)
+
+    def batch(self, data, table, j):
+        return _gather(data, table, j)
 
 
 def _check_key(key):

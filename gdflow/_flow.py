@@ -12,9 +12,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._descent import run_compiled
 from ._problem import Problem, float_dtype
 from ._rkc import RKC2
+from ._run import run_compiled
+from ._stats import FlowStats
 from ._trajectory import Trajectory
 from ._validate import positive_finite, positive_int
 
@@ -38,6 +39,11 @@ class FlowError(RuntimeError):
     def __init__(self, message: str, trajectory: Trajectory | None):
         super().__init__(message)
         self.trajectory = trajectory
+
+
+def _number(x):
+    """A controller's tolerance as a Python float (or None)."""
+    return None if x is None else float(x)
 
 
 def resolve_solver(solver) -> diffrax.AbstractSolver:
@@ -302,16 +308,18 @@ def gradient_flow(
         mean = counted / max(steps["num_accepted_steps"], 1)
         evals = counted + round(rejected * mean)
         exact = rejected == 0
-    stats = {
+    stats = FlowStats(
         **steps,
-        "grad_evals": evals,
-        "grad_evals_exact": exact,
-        "seconds": run_s,
-        "compile_seconds": compile_s,
-        "solver": type(solver_).__name__,
-        "rtol": None if controller is None else getattr(controller, "rtol", None),
-        "atol": None if controller is None else getattr(controller, "atol", None),
-    }
+        grad_evals=evals,
+        grad_evals_exact=exact,
+        solver_evals=counted,
+        seconds=run_s,
+        compile_seconds=compile_s,
+        rtol=None if controller is None else _number(getattr(controller, "rtol", None)),
+        atol=None if controller is None else _number(getattr(controller, "atol", None)),
+        solver=type(solver_).__name__,
+        field="gradient" if field is None else "custom",
+    )
 
     def evaluator(when):
         when = np.asarray(when, dtype=np.float64).reshape(-1)

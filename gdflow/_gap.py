@@ -10,19 +10,25 @@ solved GF path alone, following Theorem 1 of Elkabetz & Cohen (NeurIPS 2021;
 
 from __future__ import annotations
 
-from typing import Any
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._problem import Problem
+from ._problem import Problem, as_problem
 from ._spectrum import SpectrumPath, spectrum_along
+from ._stats import FlowStats
+from ._time import match_times, time_tolerance
 from ._trajectory import Trajectory
 from ._validate import positive_finite, positive_int
 
-PyTree = Any
+
+def _is_gradient_flow(traj: Trajectory) -> bool:
+    """Whether `traj` is a solve of gradient flow $-\nabla L$ by gf.gradient_flow: decided
+    by what the trajectory is (continuous, with the statistics of an ODE solve of the
+    negative gradient), not by its label."""
+    stats = traj.stats
+    return traj.continuous and isinstance(stats, FlowStats) and stats.field == "gradient"
 
 
 def _check_trajectory(name: str, traj) -> None:
@@ -36,24 +42,6 @@ def _structure(params) -> tuple:
     """Tree structure and per-time leaf shapes of stacked parameters."""
     leaves, treedef = jax.tree_util.tree_flatten(params)
     return treedef, tuple(tuple(np.shape(x)[1:]) for x in leaves)
-
-
-def _time_tol(*ts) -> float:
-    """Relative tolerance for "the same time": 1e-9, or a few ulps of the coarsest dtype
-    (float32 times ``k*lr`` and ``(k*r)*(lr/r)`` differ by ~1e-7 relative)."""
-    eps = max(float(jnp.finfo(jnp.result_type(t)).eps) for t in ts)
-    return max(1e-9, 16.0 * eps)
-
-
-def _match_times(a_ts: np.ndarray, b_ts: np.ndarray, rel: float = 1e-9) -> np.ndarray:
-    """Index into ``b_ts`` of each of ``a_ts``, or -1 where ``b`` has no such time (to
-    ``rel`` relative to the larger of 1 and the largest time)."""
-    scale = max(1.0, float(np.max(np.abs(b_ts))))
-    idx = np.clip(np.searchsorted(b_ts, a_ts), 0, len(b_ts) - 1)
-    lower = np.clip(idx - 1, 0, len(b_ts) - 1)
-    pick = np.where(np.abs(b_ts[lower] - a_ts) < np.abs(b_ts[idx] - a_ts), lower, idx)
-    ok = np.abs(b_ts[pick] - a_ts) <= rel * scale
-    return np.where(ok, pick, -1)
 
 
 def distance(a: Trajectory, b: Trajectory) -> jax.Array:
@@ -90,8 +78,8 @@ def distance(a: Trajectory, b: Trajectory) -> jax.Array:
             f"{sa[0]} with leaf shapes {sa[1]} vs {sb[0]} with leaf shapes {sb[1]}. "
             "Compare trajectories of the same problem (same network and parameter layout)."
         )
-    a_ts, b_ts = np.asarray(a.ts, np.float64), np.asarray(b.ts, np.float64)
-    idx = _match_times(a_ts, b_ts, _time_tol(a.ts, b.ts))
+    a_ts = np.asarray(a.ts, np.float64)
+    idx = match_times(np.asarray(a.ts), np.asarray(b.ts))
     if b.continuous and np.any(idx < 0):
         pb = b.evaluate(a.ts)
     else:
@@ -237,13 +225,14 @@ def error_estimate(
     gap = gf.distance(gf.gd(problem, lr, K), flow)  # compare with est.estimate
     ```
     """
-    if not isinstance(problem, Problem):
-        raise TypeError(f"`problem` must be a gdflow.Problem; got {type(problem).__name__}.")
+    problem = as_problem(problem)
     _check_trajectory("flow", flow)
-    if flow.method in ("gd", "sgd", "descent", "split"):
+    if not _is_gradient_flow(flow):
+        what = "a discrete run" if not flow.continuous else "a flow of another vector field"
         raise ValueError(
-            f"`flow` is a {flow.method!r} trajectory; error_estimate needs the gradient "
-            "flow itself (gf.gradient_flow(problem, K * lr, ts=lr * jnp.arange(K + 1)))."
+            f"`flow` ({flow.method!r}) is {what}; error_estimate needs the gradient flow "
+            "itself, solved by gf.gradient_flow(problem, K * lr, ts=lr * jnp.arange(K + 1)) "
+            "without a `field`."
         )
     fixed = {"which", "every", "args", "progress", "k", "warm_start"} & set(eig_kwargs)
     if fixed:
@@ -259,7 +248,7 @@ def error_estimate(
     lr = positive_finite("lr", lr)
     eig_every = positive_int("eig_every", eig_every)
     ts = np.asarray(flow.ts, np.float64)
-    rel = _time_tol(flow.ts)
+    rel = time_tolerance(flow.ts)
     J = len(ts) - 1
     stride = int(round((ts[1] - ts[0]) / lr)) if J >= 1 else 0
     grid = ts[0] + stride * lr * np.arange(J + 1)
@@ -293,7 +282,7 @@ def error_estimate(
                 "(spectrum_along(..., which='smallest' or 'both')) of this flow."
             )
         st = np.asarray(spectrum.ts, np.float64)
-        if np.any(_match_times(st, ts, rel) < 0) or st[0] != ts[0] or st[-1] != ts[-1]:
+        if np.any(match_times(st, ts) < 0) or st[0] != ts[0] or st[-1] != ts[-1]:
             raise ValueError(
                 "`spectrum` must be computed at saved points of `flow`, including the "
                 "first and the last (spectrum_along(loss, flow, ...))."

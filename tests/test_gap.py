@@ -53,9 +53,7 @@ def test_estimate_bounds_gd_gf_distance_on_convex_quadratics(d, lr, K):
     np.testing.assert_allclose(est.integral, min(d) * np.asarray(est.ts), atol=1e-9)
     # A flow saved every 5th step gives nearly the same estimate at its times (the local
     # errors are interpolated between saved points, an overestimate when they fall fast).
-    sub = gf.Trajectory(
-        ts=flow.ts[::5], params=flow.params[::5], loss=flow.loss[::5], method="gradient_flow"
-    )
+    sub = flow[::5]
     coarse = np.asarray(error_estimate(problem, sub, lr).estimate)
     np.testing.assert_allclose(coarse, e[::5], rtol=0.25)
     assert np.all(coarse >= gap[::5] - 1e-9)

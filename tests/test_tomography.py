@@ -8,6 +8,7 @@ column/row sums of the image.
 import numpy as np
 import pytest
 
+from gdflow import LeastSquares
 from gdflow.problems._tomography import parallel_beam_matrix, shepp_logan, tomography
 
 
@@ -149,7 +150,7 @@ def test_tomography_problem():
     tomo = tomography(N=10)
     n = 180 * 14
     assert tomo.A.shape == (n, 100) and tomo.shape == (10, 10)
-    assert tomo.problem.n == n and tomo.problem.kind == "least_squares"
+    assert tomo.problem.n == n and isinstance(tomo.problem.structure, LeastSquares)
     np.testing.assert_allclose(np.asarray(tomo.problem.data["X"]), tomo.A.toarray())
     np.testing.assert_allclose(np.asarray(tomo.problem.data["y"]), tomo.b)
     np.testing.assert_allclose(tomo.b, tomo.A @ tomo.x_true)

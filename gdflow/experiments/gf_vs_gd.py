@@ -93,12 +93,7 @@ def _one_net(ctx: Context, s: dict, activation: str, *, gd_runs: bool = True) ->
     pick = np.unique(
         np.concatenate([[0], np.round(np.geomspace(1, last, s["eig_points"])).astype(int)])
     )
-    sub = gf.Trajectory(
-        ts=flow.ts[pick],
-        params=jax.tree_util.tree_map(lambda x: x[pick], flow.params),
-        loss=flow.loss[pick],
-        method=flow.method,
-    )
+    sub = flow[pick]
     spec = gf.spectrum_along(
         problem.loss,
         sub,

@@ -46,7 +46,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -84,6 +84,7 @@ class _OneBatchPerEpoch(gf.AbstractBatching):
     ``RoundRobin`` run (each batch is factorised again at its step: slower, never timed).
     """
 
+    deterministic: ClassVar[bool] = False  # the table changes from "epoch" to "epoch"
     batch_size_: int = eqx.field(static=True)
     m: int = eqx.field(static=True)
 
@@ -100,6 +101,9 @@ class _OneBatchPerEpoch(gf.AbstractBatching):
     def epoch(self, n: int, e) -> jax.Array:
         j = jnp.mod(e, self.m)
         return (j * self.batch_size_ + jnp.arange(self.batch_size_))[None, :]
+
+    def batch(self, data, table, j):
+        return jax.tree_util.tree_map(lambda x: x[table[j]], data)
 
 
 @dataclasses.dataclass
@@ -510,7 +514,7 @@ def _seeded(case: _Case, seed: int) -> gf.Problem:
         lambda x: jnp.asarray(case.init_scale * rng.standard_normal(np.shape(x)), x.dtype),
         base.params0,
     )
-    return gf.Problem(base.loss, data, params0, name=base.name, kind=base.kind)
+    return base.with_data(data, params0)
 
 
 def _aggregate(runs: list[dict], key: str) -> dict:

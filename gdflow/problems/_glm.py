@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._problem import Problem
+from .._structure import LeastSquares, Logistic, Softmax
 from .._validate import nonnegative_finite, positive_int
 
 
@@ -33,11 +34,6 @@ def _params0(params0, shape, dtype):
     return p0
 
 
-def _lls_loss(params, batch):
-    r = batch["X"] @ params - batch["y"]
-    return 0.5 * jnp.mean(r**2)
-
-
 def least_squares(X, y, params0=None, *, name: str = "least_squares") -> Problem:
     r"""Linear least squares, per-example :math:`\tfrac12(x_i^\top\theta - y_i)^2`.
 
@@ -48,11 +44,11 @@ def least_squares(X, y, params0=None, *, name: str = "least_squares") -> Problem
     X, y = _design(X, "y", y, y_ndim=(1,))
     y = y.astype(X.dtype)
     return Problem(
-        _lls_loss,
+        LeastSquares.loss,
         {"X": X, "y": y},
         _params0(params0, (X.shape[1],), X.dtype),
         name=name,
-        kind="least_squares",
+        structure=LeastSquares(),
     )
 
 
@@ -84,12 +80,6 @@ def random_least_squares(
     return least_squares(X, y, params0, name=f"random_least_squares_{n}x{p}")
 
 
-def _logistic_loss(params, batch):
-    z = batch["X"] @ params
-    # softplus(z) - y z = -[y log σ(z) + (1-y) log(1-σ(z))], stable for large |z|.
-    return jnp.mean(jax.nn.softplus(z) - batch["y"] * z)
-
-
 def logistic(X, y, params0=None, *, name: str = "logistic") -> Problem:
     r"""Binary logistic regression, per-example
     :math:`-[y_i\log\sigma(x_i^\top\theta) + (1-y_i)\log(1-\sigma(x_i^\top\theta))]`.
@@ -102,11 +92,11 @@ def logistic(X, y, params0=None, *, name: str = "logistic") -> Problem:
     if not np.all((yv == 0) | (yv == 1)):
         raise ValueError("`y` must hold labels 0 and 1 only; map your two classes to {0, 1}.")
     return Problem(
-        _logistic_loss,
+        Logistic.loss,
         {"X": X, "y": y.astype(X.dtype)},
         _params0(params0, (X.shape[1],), X.dtype),
         name=name,
-        kind="logistic",
+        structure=Logistic(),
     )
 
 
@@ -123,11 +113,6 @@ def one_hot(Y, num_classes: int | None = None, dtype=float):
     return jax.nn.one_hot(Y, K, dtype=dtype)
 
 
-def _softmax_loss(params, batch):
-    z = batch["X"] @ params
-    return jnp.mean(jax.nn.logsumexp(z, axis=-1) - jnp.sum(batch["Y"] * z, axis=-1))
-
-
 def softmax(X, Y, params0=None, *, num_classes: int | None = None, name: str = "softmax"):
     r"""Softmax (multinomial logistic) regression: one linear layer and cross-entropy,
     per-example :math:`\log\sum_k e^{(\Theta^\top x_i)_k} - y_i^\top\Theta^\top x_i`.
@@ -141,9 +126,9 @@ def softmax(X, Y, params0=None, *, num_classes: int | None = None, name: str = "
     Yh = one_hot(Y, num_classes, X.dtype)
     X, Yh = _design(X, "Y", Yh, y_ndim=(2,))
     return Problem(
-        _softmax_loss,
+        Softmax.loss,
         {"X": X, "Y": Yh},
         _params0(params0, (X.shape[1], Yh.shape[1]), X.dtype),
         name=name,
-        kind="softmax",
+        structure=Softmax(),
     )

@@ -89,7 +89,7 @@ def mlp(
       :math:`N(0, g^2/\mathrm{fan\_in})` with gain :math:`g = \sqrt2` for (leaky) ReLU and 1
       otherwise; small values give the near-zero initialisation of the deep linear result.
 
-    **Returns:** a :class:`gdflow.Problem` with ``kind="mlp"``, params a list of weight
+    **Returns:** a :class:`gdflow.Problem` with params a list of weight
     matrices ``(fan_in, fan_out)`` (dicts ``{"W", "b"}`` when ``bias``).
     """
     one_of("activation", activation, _ACTIVATIONS)
@@ -121,5 +121,4 @@ def mlp(
         {"X": X, "Y": Yd},
         params,
         name=label,
-        kind="mlp",
     )

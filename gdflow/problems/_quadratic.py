@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._problem import Problem
+from .._structure import Quadratic, TwoPoints
 
 
 def _square(name, H):
@@ -19,11 +20,6 @@ def _square(name, H):
     if not np.allclose(np.asarray(H), np.asarray(H).T, rtol=1e-10, atol=1e-12):
         raise ValueError(f"`{name}` must be symmetric; pass (H + H.T) / 2.")
     return H
-
-
-def _quadratic_loss(params, batch):
-    r = params[None, :] - batch["c"]
-    return 0.5 * jnp.mean(jnp.einsum("ni,nij,nj->n", r, batch["H"], r))
 
 
 def quadratic(H, center=None, params0=None, *, name: str = "quadratic") -> Problem:
@@ -51,11 +47,9 @@ def quadratic(H, center=None, params0=None, *, name: str = "quadratic") -> Probl
     p0 = jnp.ones(d, H.dtype) if params0 is None else jnp.asarray(params0, H.dtype).reshape(-1)
     if p0.shape != (d,):
         raise ValueError(f"`params0` must have shape ({d},) to match H; got {p0.shape}.")
-    return Problem(_quadratic_loss, {"H": H[None], "c": c[None]}, p0, name=name, kind="quadratic")
-
-
-def _two_point_loss(params, batch):
-    return 0.5 * jnp.mean(jnp.sum((batch["x"] - params[None, :]) ** 2, axis=-1))
+    return Problem(
+        Quadratic.loss, {"H": H[None], "c": c[None]}, p0, name=name, structure=Quadratic()
+    )
 
 
 def two_points(a, b, params0, *, name: str = "two_points") -> Problem:
@@ -75,4 +69,4 @@ def two_points(a, b, params0, *, name: str = "two_points") -> Problem:
             f"`a`, `b` and `params0` must be vectors of one length; got shapes {a.shape}, "
             f"{b.shape}, {p0.shape}."
         )
-    return Problem(_two_point_loss, {"x": jnp.stack([a, b])}, p0, name=name, kind="two_points")
+    return Problem(TwoPoints.loss, {"x": jnp.stack([a, b])}, p0, name=name, structure=TwoPoints())

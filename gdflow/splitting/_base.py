@@ -10,7 +10,7 @@ for a dwell time ``dt`` (``lr`` for Lie–Trotter, ``lr/2`` for the half-steps o
 It works in two phases so that anything depending only on the batch (a QR factorisation,
 an eigendecomposition) is computed once per batch and reused every epoch:
 
-- ``prepare(problem, batch) -> factors``: per-batch precomputation, vmapped over the
+- ``prepare(problem, batch) -> factors``: per-batch precomputation, mapped over the
   ``m`` batches of an epoch (once per run for a fixed partition such as ``RoundRobin``;
   once per epoch when the partition changes, as with ``Reshuffle``);
 - ``solve(problem, factors, params, dt) -> (params, ode_steps)``: one local solve.
@@ -22,49 +22,50 @@ Reference: ``../shared/sources/sgd-as-ode-splitting.md`` (local ODEs, the QR red
 from __future__ import annotations
 
 import abc
-from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-PyTree = Any
+from .._custom_types import PyTree
 
-__all__ = ["AbstractLocalSolver", "phi", "reduce_batch", "resolve_local"]
+__all__ = ["AbstractLocalSolver", "phi", "reduce_batch"]
 
 
 class AbstractLocalSolver(eqx.Module):
-    """Base class of local solvers (:class:`Euler`, :class:`Exact`, :class:`LocalODE`).
+    r"""Base class of local solvers ([`gdflow.Euler`][], [`gdflow.Exact`][],
+    [`gdflow.LocalODE`][]). Subclasses are final.
 
-    Subclasses are final and implement :meth:`check`, :meth:`prepare` and :meth:`solve`.
+    A subclass declares, as class attributes, `order` (the local flow's error order in
+    the dwell time: a local error $O(\mathrm{dt}^{\,\text{order}+1})$; `None` when the
+    local flow is solved exactly, in closed form or to a tolerance) and `evals_per_solve`
+    (batch-gradient evaluations per local solve; `None` when it varies), and implements
+    `check`, `prepare`, `solve` and `count_evals`.
     """
+
+    order: eqx.AbstractClassVar[int | None]
+    evals_per_solve: eqx.AbstractClassVar[int | None]
 
     @abc.abstractmethod
     def check(self, problem) -> None:
-        """Raise ``ValueError`` if this solver cannot handle ``problem`` (e.g. its kind)."""
+        """Raise `ValueError` if this solver cannot handle `problem` (e.g. its structure)."""
 
     @abc.abstractmethod
     def prepare(self, problem, batch: PyTree) -> PyTree:
-        """Per-batch precomputation (traceable; vmapped over the batches of an epoch)."""
+        """Per-batch precomputation (traceable; mapped over the batches of an epoch)."""
 
     @abc.abstractmethod
     def solve(self, problem, factors: PyTree, params: PyTree, dt) -> tuple[PyTree, jax.Array]:
-        """Advance the local flow of the batch described by ``factors`` for time ``dt``.
+        """Advance the local flow of the batch described by `factors` for time `dt`.
 
         Returns the new parameters and the number of ODE solver steps taken (0 for the
         closed-form and Euler solvers).
         """
 
-    @property
-    def evals_per_solve(self) -> int | None:
-        """Batch-gradient evaluations per local solve, if fixed (Euler: 1, Exact: 0)."""
-        return None
-
-    def count_evals(self, steps: int, solves: int) -> int | None:
-        """Batch-gradient evaluations of ``solves`` local solves that took ``steps`` ODE
-        solver steps in all (``None`` if not countable, e.g. implicit ODE solvers)."""
-        per = self.evals_per_solve
-        return None if per is None else per * solves
+    @abc.abstractmethod
+    def count_evals(self, steps, solves):
+        """Batch-gradient evaluations of `solves` local solves that took `steps` ODE solver
+        steps in all (traceable; `None` if not countable, e.g. implicit ODE solvers)."""
 
 
 def phi(lam, h):
@@ -96,21 +97,3 @@ def reduce_batch(X):
     """
     Q, R = jnp.linalg.qr(X.T, mode="reduced")
     return Q, R
-
-
-def resolve_local(local) -> AbstractLocalSolver:
-    """A local solver from an instance or a name (``"euler"``, ``"exact"``, ``"ode"``)."""
-    from ._euler import Euler
-    from ._exact import Exact
-    from ._local_ode import LocalODE
-
-    if isinstance(local, AbstractLocalSolver):
-        return local
-    names = {"euler": Euler, "exact": Exact, "ode": LocalODE, "local_ode": LocalODE}
-    if isinstance(local, str) and local.lower() in names:
-        return names[local.lower()]()
-    raise ValueError(
-        "`local` must be a local solver: gf.Euler() (one SGD step), gf.Exact() (closed form "
-        "for least squares and quadratics) or gf.LocalODE(...) (an accurate ODE solve), or "
-        f"one of the names 'euler', 'exact', 'ode'; got {local!r}."
-    )

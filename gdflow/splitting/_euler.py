@@ -2,6 +2,8 @@ r"""The explicit Euler local solver: one SGD step per batch."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 
@@ -24,11 +26,15 @@ class Euler(AbstractLocalSolver):
     gradient flow with :math:`h = m\cdot\mathrm{lr}` whose local flows are solved by a
     single Euler step. Local error :math:`O(\mathrm{dt}^2)`; cost one batch gradient.
 
-    Works for every problem (any parameter pytree).
+    Works for every problem (any parameter pytree). `order = 1`, one batch gradient per
+    solve.
 
     Reference: ``../shared/sources/sgd-as-ode-splitting.md``, table "SGD as a splitting
     scheme".
     """
+
+    order: ClassVar[int] = 1
+    evals_per_solve: ClassVar[int] = 1
 
     def check(self, problem) -> None:
         del problem
@@ -44,6 +50,6 @@ class Euler(AbstractLocalSolver):
         new = jax.tree_util.tree_map(lambda p, g: p + (-dt) * g, params, grads)
         return new, jnp.zeros((), jnp.int32)
 
-    @property
-    def evals_per_solve(self) -> int | None:
-        return 1
+    def count_evals(self, steps, solves):
+        del steps
+        return solves

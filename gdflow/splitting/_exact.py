@@ -2,14 +2,17 @@ r"""The exact local solver: closed-form local flows of quadratic losses."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax.numpy as jnp
 
+from .._structure import LeastSquares, Quadratic, TwoPoints
 from ._base import AbstractLocalSolver, phi, reduce_batch
 
 __all__ = ["Exact"]
 
-_KINDS = ("least_squares", "quadratic", "two_points")
+_CLOSED_FORMS = (LeastSquares, Quadratic, TwoPoints)
 
 
 class Exact(AbstractLocalSolver):
@@ -19,10 +22,10 @@ class Exact(AbstractLocalSolver):
     is a linear ODE, solved exactly through an eigendecomposition computed once per batch.
     With :math:`\varphi(\lambda, h) = (1 - e^{-\lambda h})/\lambda` (:math:`\to h` on zero
     eigenvalues, where the flow is linear in time; see
-    :func:`~gdflow.splitting._base.phi`), per kind (data layouts of
-    :mod:`gdflow.problems`):
+    :func:`~gdflow.splitting._base.phi`), per structure of the problem (the typed value
+    ``problem.structure`` set by the constructors of :mod:`gdflow.problems`):
 
-    - ``"least_squares"``: :math:`\nabla L_j = \frac1b X_j^\top(X_j\theta - y_j)`.
+    - ``LeastSquares``: :math:`\nabla L_j = \frac1b X_j^\top(X_j\theta - y_j)`.
       Two exact reductions of the flow to ``b`` dimensions (``reduction``):
 
       ``"gram"`` (default): the residual :math:`r = X_j\theta - y_j` obeys the closed
@@ -58,31 +61,36 @@ class Exact(AbstractLocalSolver):
       condition number (the usual objection to Gram matrices, which concerns *solving*
       with them) does no harm — and rank-deficient batches (repeated or dependent
       rows, or ``b > p``) give zero eigenvalues, handled exactly by both.
-    - ``"quadratic"``: per-example :math:`\tfrac12(\theta-c_i)^\top H_i(\theta-c_i)`;
+    - ``Quadratic``: per-example :math:`\tfrac12(\theta-c_i)^\top H_i(\theta-c_i)`;
       :math:`\nabla L_j = \overline{H}\theta - \overline{Hc}` (batch means),
       :math:`\overline H = W\Lambda W^\top` by ``eigh`` (:math:`O(d^3)` once per batch),
       and the ``"qr"`` formula above with :math:`d = W^\top\overline{Hc}`.
-    - ``"two_points"``: per-example :math:`\tfrac12|x_i - \theta|^2`, so
+    - ``TwoPoints``: per-example :math:`\tfrac12|x_i - \theta|^2`, so
       :math:`\theta(h) = \bar x + (\theta_0 - \bar x)e^{-h}`.
 
     Local error zero: with ``scheme="lie_trotter"`` the splitting is the switched flow
     sampled at its switching times (:func:`gdflow.switched_flow` with ``dwell = lr``),
     stable for every ``lr`` (each local flow is a gradient flow of a convex quadratic).
 
-    ``Exact`` trusts ``problem.kind`` to describe the loss (it reads the data layout of
-    the constructors in :mod:`gdflow.problems`, not the ``loss`` function).
+    ``Exact`` dispatches on the *type* of ``problem.structure``. A structure defines its
+    loss (a ``Problem`` given a structure must use exactly that loss), so the closed form
+    always solves the flow of the problem's own loss; a problem built from an arbitrary
+    loss has no structure and is refused. ``order = None`` (exact), no gradient
+    evaluations.
 
     **Arguments:**
 
     - ``reduction``: ``"gram"`` (default) or ``"qr"``, for least squares (see above).
 
     **Raises:** ``ValueError`` for an unknown ``reduction``; from :func:`gdflow.split`,
-    ``ValueError`` for a problem kind without a closed form.
+    ``ValueError`` for a problem without a closed-form structure.
 
     Reference: ``../shared/sources/sgd-as-ode-splitting.md`` (the QR-reduced local ODE,
     "integration: analytical").
     """
 
+    order: ClassVar[None] = None
+    evals_per_solve: ClassVar[int] = 0
     reduction: str = eqx.field(static=True, default="gram")
 
     def __check_init__(self):
@@ -93,11 +101,15 @@ class Exact(AbstractLocalSolver):
             )
 
     def check(self, problem) -> None:
-        if problem.kind not in _KINDS:
+        if not isinstance(problem.structure, _CLOSED_FORMS):
+            have = "no structure (an arbitrary loss)"
+            if problem.structure is not None:
+                have = f"structure {type(problem.structure).__name__}()"
             raise ValueError(
-                f"`local`=Exact() has a closed form only for problem kinds {_KINDS}; this "
-                f"problem has kind={problem.kind!r}. Use local=gf.LocalODE() (an accurate "
-                "solve of the local flow) or local=gf.Euler() (SGD)."
+                "`local`=Exact() has a closed form only for least squares, quadratics and "
+                f"the two-point problem (gf.problems.least_squares, quadratic, two_points); "
+                f"problem {problem.name!r} has {have}. Use local=gf.LocalODE() (an "
+                "accurate solve of the local flow) or local=gf.Euler() (SGD)."
             )
         if jnp.ndim(problem.params0) != 1:
             raise ValueError(
@@ -106,27 +118,27 @@ class Exact(AbstractLocalSolver):
             )
 
     def prepare(self, problem, batch):
-        kind = problem.kind
-        if kind == "least_squares" and self.reduction == "gram":
+        structure = problem.structure
+        if isinstance(structure, LeastSquares) and self.reduction == "gram":
             X, y = batch["X"], batch["y"]
             lam, U = jnp.linalg.eigh(X @ X.T / X.shape[0])
             return {"X": X, "y": y, "U": U, "lam": lam}
-        if kind == "least_squares":
+        if isinstance(structure, LeastSquares):
             X, y = batch["X"], batch["y"]
             b = X.shape[0]
             Q, R = reduce_batch(X)
             lam, V = jnp.linalg.eigh(R @ R.T / b)
             return {"W": Q @ V, "lam": lam, "d": V.T @ (R @ y) / b}
-        if kind == "quadratic":
+        if isinstance(structure, Quadratic):
             H = jnp.mean(batch["H"], axis=0)
             g = jnp.mean(jnp.einsum("nij,nj->ni", batch["H"], batch["c"]), axis=0)
             lam, W = jnp.linalg.eigh((H + H.T) / 2)
             return {"W": W, "lam": lam, "d": W.T @ g}
-        if kind == "two_points":
+        if isinstance(structure, TwoPoints):
             # A = I: no rotation needed.
             xbar = jnp.mean(batch["x"], axis=0)
             return {"W": None, "lam": jnp.ones_like(xbar), "d": xbar}
-        raise AssertionError(kind)  # excluded by check()
+        raise AssertionError(structure)  # excluded by check()
 
     def solve(self, problem, factors, params, dt):
         del problem
@@ -141,6 +153,6 @@ class Exact(AbstractLocalSolver):
         new = params + (delta if W is None else W @ delta)
         return new, jnp.zeros((), jnp.int32)
 
-    @property
-    def evals_per_solve(self) -> int | None:
+    def count_evals(self, steps, solves):
+        del steps, solves
         return 0

@@ -2,115 +2,53 @@ r"""The splitting optimiser: Lie–Trotter and Strang splitting of gradient flow
 
 from __future__ import annotations
 
-from typing import Any
-
-import equinox as eqx
-import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .._batching import AbstractBatching, resolve_batching
-from .._descent import _all_finite, _tree_where, report_divergence, run_compiled
-from .._problem import Problem, float_dtype
+from .._problem import Problem, as_problem, float_dtype
+from .._run import AbstractProgressMeter, run
 from .._trajectory import Trajectory
-from .._validate import one_of, positive_finite, positive_int
-from ._base import AbstractLocalSolver, resolve_local
+from .._validate import positive_finite, positive_int
+from ._base import AbstractLocalSolver
+from ._euler import Euler
 from ._exact import Exact
+from ._local_ode import LocalODE
+from ._method import Splitting
+from ._schemes import AbstractScheme, LieTrotter, Strang
 
-PyTree = Any
+__all__ = ["resolve_local", "resolve_scheme", "split"]
 
-__all__ = ["split"]
-
-_SCHEMES = ("lie_trotter", "strang")
 _EXACT = Exact()  # the default local solver (modules are immutable: safe to share)
 
-
-def _factorise(problem: Problem, local: AbstractLocalSolver, table) -> PyTree:
-    """Per-batch factors for the ``(m, b)`` index ``table``, stacked on a leading ``m``."""
-    batches = jax.tree_util.tree_map(lambda x: x[table], problem.data)
-    # lax.map, not vmap: batched QR / eigh on the CPU is far slower than a loop of them
-    # (measured: 213 QRs of 2500x60 took 102 s vmapped, 1.3 s mapped).
-    return jax.lax.map(lambda batch: local.prepare(problem, batch), batches)
+# The string shortcuts, resolved here at the public edge and nowhere else.
+_SCHEMES = {"lie_trotter": LieTrotter, "strang": Strang}
+_LOCALS = {"euler": Euler, "exact": Exact, "ode": LocalODE, "local_ode": LocalODE}
 
 
-@eqx.filter_jit
-def _factorise_jit(problem, local, table):
-    return _factorise(problem, local, table)
-
-
-@eqx.filter_jit
-def _engine(problem, local, batching, fixed, lr, epochs, every, num_saves: int, scheme: str):
-    r"""Run ``epochs`` splitting steps, saving every ``every`` epochs.
-
-    ``lr``, ``epochs`` and ``every`` are traced (runs that differ only in them share one
-    compilation); the buffer length ``num_saves = ceil(epochs / every) + 1`` is static.
-
-    ``fixed`` holds the stacked factors of a fixed partition (``None``: factorise each
-    epoch's batches at the start of that epoch). A ``lax.while_loop`` over save points
-    wraps one over epochs; an epoch is a ``lax.scan`` over its batches (forward, then
-    backward for Strang), so only saved iterates are kept.
-    """
-    n, data = problem.n, problem.data
-    m = batching.num_batches(n)
-    theta0 = problem.params0
-    idx = jnp.arange(m, dtype=jnp.int32)
-
-    def sweep(theta, factors, dt, reverse, base, bad, steps):
-        def body(carry, x):
-            theta, bad, steps = carry
-            f, j = x
-            new, ns = local.solve(problem, f, theta, dt)
-            ok = _all_finite(new) & (bad < 0)
-            theta = _tree_where(ok, new, theta)
-            bad = jnp.where((bad < 0) & ~ok, base + j, bad)
-            return (theta, bad, steps + ns), None
-
-        (theta, bad, steps), _ = jax.lax.scan(
-            body, (theta, bad, steps), (factors, idx), reverse=reverse
-        )
-        return theta, bad, steps
-
-    def epoch(c):
-        e, theta, bad, steps = c
-        factors = fixed if fixed is not None else _factorise(problem, local, batching.epoch(n, e))
-        base = e * m
-        if scheme == "lie_trotter":
-            new, bad, steps = sweep(theta, factors, lr, False, base, bad, steps)
-        else:  # strang: batches 1..m for lr/2, then m..1 for lr/2
-            half = lr / 2
-            new, bad, steps = sweep(theta, factors, half, False, base, bad, steps)
-            new, bad, steps = sweep(new, factors, half, True, base, bad, steps)
-        # On divergence roll back to the start of the epoch: a state of the scheme.
-        ok = bad < 0
-        return jnp.where(ok, e + 1, e), _tree_where(ok, new, theta), bad, steps
-
-    def save_block(c):
-        i, inner, p_buf, l_buf, e_buf = c
-        target = jnp.minimum(i * every, epochs)
-        inner = jax.lax.while_loop(lambda s: (s[0] < target) & (s[2] < 0), epoch, inner)
-        e, theta, bad, steps = inner
-        value = problem.loss(theta, data)
-        bad = jnp.where((bad < 0) & ~jnp.isfinite(value), e * m, bad)
-        p_buf = jax.tree_util.tree_map(lambda buf, x: buf.at[i].set(x), p_buf, theta)
-        l_buf = l_buf.at[i].set(value)
-        e_buf = e_buf.at[i].set(e)
-        return i + jnp.where(bad < 0, 1, 0), (e, theta, bad, steps), p_buf, l_buf, e_buf
-
-    p_buf = jax.tree_util.tree_map(
-        lambda x: jnp.zeros((num_saves, *jnp.shape(x)), jnp.result_type(x)).at[0].set(x),
-        theta0,
+def resolve_scheme(scheme) -> AbstractScheme:
+    """A scheme from an instance or a name (`"lie_trotter"`, `"strang"`)."""
+    if isinstance(scheme, AbstractScheme):
+        return scheme
+    if isinstance(scheme, str) and scheme.lower() in _SCHEMES:
+        return _SCHEMES[scheme.lower()]()
+    raise ValueError(
+        "`scheme` must be gf.LieTrotter() (first order, batches in order) or gf.Strang() "
+        "(second order, symmetric half-steps), or one of the names 'lie_trotter', 'strang'; "
+        f"got {scheme!r}."
     )
-    value0 = problem.loss(theta0, data)
-    l_buf = jnp.full((num_saves,), jnp.nan, jnp.result_type(value0)).at[0].set(value0)
-    e_buf = jnp.zeros((num_saves,), jnp.int32)
-    bad0 = jnp.where(jnp.isfinite(value0), -1, 0).astype(jnp.int32)
-    inner0 = (jnp.int32(0), theta0, bad0, jnp.zeros((), jnp.int32))
-    i, inner, p_buf, l_buf, e_buf = jax.lax.while_loop(
-        lambda c: (c[0] < num_saves) & (c[1][2] < 0),
-        save_block,
-        (jnp.int32(1), inner0, p_buf, l_buf, e_buf),
+
+
+def resolve_local(local) -> AbstractLocalSolver:
+    """A local solver from an instance or a name (`"euler"`, `"exact"`, `"ode"`)."""
+    if isinstance(local, AbstractLocalSolver):
+        return local
+    if isinstance(local, str) and local.lower() in _LOCALS:
+        return _LOCALS[local.lower()]()
+    raise ValueError(
+        "`local` must be a local solver: gf.Euler() (one SGD step), gf.Exact() (closed form "
+        "for least squares and quadratics) or gf.LocalODE(...) (an accurate ODE solve), or "
+        f"one of the names 'euler', 'exact', 'ode'; got {local!r}."
     )
-    return i, p_buf, l_buf, e_buf, inner
 
 
 def split(
@@ -118,10 +56,12 @@ def split(
     lr: float,
     epochs: int,
     batching: AbstractBatching,
-    scheme: str = "lie_trotter",
+    scheme: AbstractScheme | str = "lie_trotter",
     local: AbstractLocalSolver | str = _EXACT,
     save_every: int = 1,
     on_divergence: str = "warn",
+    *,
+    progress: bool | AbstractProgressMeter = False,
 ) -> Trajectory:
     r"""The splitting optimiser: gradient flow split by minibatches, local flows solved well.
 
@@ -175,9 +115,11 @@ def split(
     - ``batching``: ``RoundRobin(b)`` (fixed partition; the texts' setting),
       ``Reshuffle(b, key)``, ``Replacement(b, key)`` or ``FullBatch()`` (then the local
       flow is gradient flow itself).
-    - ``scheme``: ``"lie_trotter"`` (default) or ``"strang"``.
-    - ``local``: the local solver, default ``gf.Exact()`` (also accepts ``"euler"``,
-      ``"exact"``, ``"ode"``).
+    - ``scheme``: a scheme object, :class:`gdflow.LieTrotter` (default) or
+      :class:`gdflow.Strang`; the names ``"lie_trotter"`` and ``"strang"`` are shortcuts.
+    - ``local``: the local solver, default ``gf.Exact()``; the names ``"euler"``,
+      ``"exact"`` and ``"ode"`` are shortcuts for ``gf.Euler()``, ``gf.Exact()`` and
+      ``gf.LocalODE()``.
     - ``save_every``: save every ``save_every`` **epochs** (and the last). Unlike
       :func:`gdflow.sgd`, whose ``save_every`` counts batch steps, the unit is the
       splitting step: Strang's states inside an epoch are not states of the scheme. The
@@ -188,14 +130,16 @@ def split(
       (default, :class:`DivergenceWarning`), ``"raise"`` (:class:`DivergenceError`
       carrying the trajectory) or ``"ignore"``.
 
-    **Returns:** a :class:`gdflow.Trajectory` (``method="split"``). ``stats``: ``"epochs"``,
-    ``"steps"`` (batch steps ``epochs·m``), ``"local_solves"`` (Strang: ``2·epochs·m``),
-    ``"grad_evals"`` (Euler: one per local solve; Exact: 0; LocalODE: from the ODE steps),
-    ``"ode_steps"``, ``"lr"``, ``"h"`` (:math:`m\cdot\mathrm{lr}`), ``"scheme"``,
-    ``"local"``, ``"batch_size"``, ``"num_batches"``, ``"seconds"``, ``"compile_seconds"``,
-    ``"setup_seconds"`` (the one-off factorisation of a fixed partition),
-    ``"diverged_at"`` (batch-step index ``e·m + j`` of the local solve that first gave a
-    non-finite state, else ``None``).
+    **Returns:** a :class:`gdflow.Trajectory` (``method="split"``) whose ``stats`` is a
+    :class:`gdflow.RunStats`: ``epochs``, ``steps`` (batch steps ``epochs·m``),
+    ``local_solves`` (Strang: ``2·epochs·m``), ``grad_evals`` (Euler: one per local
+    solve; Exact: 0; LocalODE: from the ODE steps), ``ode_steps``, ``lr``,
+    ``batch_size``, ``num_batches``, ``seconds``, ``compile_seconds``,
+    ``setup_seconds`` (the one-off factorisation of a fixed partition, compilation
+    included), ``diverged_at`` (the batch step ``e·m`` at the start of the epoch in which
+    a local solve first gave a non-finite state, else ``None``), ``method`` (e.g.
+    ``"Splitting(Strang, Exact)"``). The run is [`gdflow.run`][] with the method
+    :class:`gdflow.Splitting`.
 
     **Cost** per epoch: ``m`` local solves (``2m`` for Strang). For a fixed partition
     (``RoundRobin``, ``FullBatch``) the per-batch factors (``Exact`` on least squares: a
@@ -211,7 +155,8 @@ def split(
 
     **Raises:** ``ValueError`` for a non-finite or non-positive ``lr``, negative
     ``epochs``, ``save_every < 1``, an unknown ``scheme``, ``local`` or
-    ``on_divergence``, ``Exact()`` on a kind without a closed form, or a ``batching``
+    ``on_divergence``, ``Exact()`` on a problem without a closed-form structure, or a
+    ``batching``
     that cannot batch ``n`` (e.g. a ``RoundRobin`` batch size not dividing ``n``).
 
     ```python
@@ -223,89 +168,23 @@ def split(
 
     Reference: ``../shared/sources/sgd-as-ode-splitting.md`` (Algorithm 1).
     """
-    if not isinstance(problem, Problem):
-        raise TypeError(f"`problem` must be a gdflow.Problem; got {type(problem).__name__}.")
+    problem = as_problem(problem)
     lr = positive_finite("lr", lr)
     epochs = positive_int("epochs", epochs, allow_zero=True)
-    save_every = positive_int("save_every", save_every)
-    if scheme not in _SCHEMES:
-        raise ValueError(
-            f"`scheme` must be 'lie_trotter' (first order, batches in order) or 'strang' "
-            f"(second order, symmetric half-steps); got {scheme!r}."
-        )
-    one_of("on_divergence", on_divergence, ("warn", "raise", "ignore"))
+    scheme = resolve_scheme(scheme)
     local = resolve_local(local)
     local.check(problem)
     batching = resolve_batching(batching)
-    n = problem.n
-    batching.check(n)
-    m = batching.num_batches(n)
-    dtype = float_dtype(problem.params0)
-
-    setup_s = setup_compile_s = 0.0
-    fixed = None
-    if batching.deterministic:
-        fixed, setup_compile_s, setup_s = run_compiled(
-            _factorise_jit, problem, local, batching.epoch(n, 0)
-        )
-    lr_arr = jnp.asarray(lr, dtype)
-    num_saves = -(-epochs // save_every) + 1
-    out, compile_s, run_s = run_compiled(
-        _engine,
+    batching.check(problem.n)
+    # The dwell time in the state's dtype: a float64 lr must not promote a float32 state.
+    method = Splitting(scheme, local, jnp.asarray(lr, dtype=float_dtype(problem.params0)))
+    return run(
+        method,
         problem,
-        local,
+        epochs,
         batching,
-        fixed,
-        lr_arr,
-        jnp.int32(epochs),
-        jnp.int32(save_every),
-        num_saves,
-        scheme,
+        save_every=save_every,
+        label="split",
+        on_divergence=on_divergence,
+        progress=progress,
     )
-    i, p_buf, l_buf, e_buf, (e, theta, bad, ode_steps) = out
-    valid = int(i)
-    es = np.asarray(e_buf)[:valid]
-    params = jax.tree_util.tree_map(lambda x: x[:valid], p_buf)
-    losses = l_buf[:valid]
-    e, bad, ode_steps = int(e), int(bad), int(ode_steps)
-    diverged_at = bad if bad >= 0 else None
-    if diverged_at is not None and (valid == 0 or es[-1] != e):
-        # Keep the state the run stopped at (the start of the epoch that diverged).
-        es = np.append(es, e)
-        params = jax.tree_util.tree_map(
-            lambda buf, x: jnp.concatenate([buf, x[None]]), params, theta
-        )
-        losses = jnp.concatenate([losses, jnp.asarray(problem.full_loss(theta))[None]])
-
-    ts = jnp.asarray(es * m, dtype) * lr_arr
-    solves = e * m * (2 if scheme == "strang" else 1)
-    grad_evals = local.count_evals(ode_steps, solves)
-    stats = {
-        "epochs": e,
-        "steps": e * m,
-        "local_solves": solves,
-        "grad_evals": grad_evals,
-        "ode_steps": ode_steps,
-        "lr": lr,
-        "h": m * lr,
-        "scheme": scheme,
-        "local": type(local).__name__,
-        "batch_size": batching.batch_size(n),
-        "num_batches": m,
-        "seconds": run_s,
-        "compile_seconds": compile_s,
-        "setup_seconds": setup_s,
-        "setup_compile_seconds": setup_compile_s,
-        "diverged_at": diverged_at,
-    }
-    traj = Trajectory(ts=ts, params=params, loss=losses, method="split", stats=stats)
-    if diverged_at is not None:
-        report_divergence(
-            f"split({scheme}, {type(local).__name__}) diverged: non-finite state at batch "
-            f"step {diverged_at} (t={diverged_at * lr:g}) of {epochs * m}. Returning the "
-            f"{len(traj)} points computed before it; try a smaller `lr`.",
-            traj,
-            on_divergence,
-            stacklevel=3,
-        )
-    return traj

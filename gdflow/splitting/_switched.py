@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._batching import AbstractBatching, resolve_batching
-from .._descent import run_compiled
+from .._run import run_compiled
+from .._stats import SwitchedStats
 from .._flow import FlowError, count_evals, resolve_solver
 from .._problem import Problem, float_dtype
 from .._trajectory import Trajectory
@@ -289,20 +290,20 @@ def switched_flow(
         params, loss, more = dense(ts_np)
         steps += more
 
-    stats = {
-        "num_steps": steps,
-        "grad_evals": count_evals(solver_, steps, solves=K),
-        "segments": K,
-        "dwell": dwell,
-        "rate": rate,
-        "num_batches": batching.num_batches(n),
-        "batch_size": batching.batch_size(n),
-        "seconds": run_s,
-        "compile_seconds": compile_s,
-        "solver": type(solver_).__name__,
-        "rtol": rtol,
-        "atol": atol,
-    }
+    stats = SwitchedStats(
+        num_steps=steps,
+        grad_evals=count_evals(solver_, steps, solves=K),
+        segments=K,
+        dwell=dwell,
+        rate=rate,
+        num_batches=batching.num_batches(n),
+        batch_size=batching.batch_size(n),
+        seconds=run_s,
+        compile_seconds=compile_s,
+        rtol=rtol,
+        atol=atol,
+        solver=type(solver_).__name__,
+    )
     return Trajectory(
         ts=jnp.asarray(ts_np, dtype),
         params=params,

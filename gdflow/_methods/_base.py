@@ -1,0 +1,100 @@
+r"""The method interface: what the engine needs from a discrete method.
+
+A method advances a parameter pytree by one *method step* from a state it threads
+purely (`init -> state`, `step -> state`), as optax transformations do. The engine
+([`gdflow.run`][]) owns everything around the step: saving every `k` steps, detecting
+non-finite values, timing, progress and interruption. A method says how many batch
+steps one of its steps spans (`batch_steps`: 1 for an SGD step, `m` for a splitting
+epoch) and the time each batch step advances the clock (`lr`), so that every method
+shares the clock $t = k\cdot\mathrm{lr}$ with $k$ counting batch steps.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._batching import AbstractBatching, check_table
+from .._run._outcome import RESULTS
+
+__all__ = ["AbstractMethod", "all_finite", "batch_for", "gradient_result", "tree_where"]
+
+
+class AbstractMethod(eqx.Module):
+    r"""Base class of discrete methods. Subclasses are final.
+
+    A subclass declares, as class attributes, `order` (the global order of accuracy
+    against the flow it discretises, on a fixed horizon as the step size goes to zero;
+    `None` when it is not a discretisation of a known flow) and `evals_per_step`
+    (batch-gradient evaluations per method step, `None` when it varies), and implements:
+
+    - `init(problem, batching, params) -> state`: the state before the first step
+      (traceable; run once, timed as set-up).
+    - `step(problem, batching, clock, params, state) -> (params, state, result, counts)`:
+      one method step. `clock = (e, j)` is the epoch and the method step within it;
+      `result` a [`RESULTS`][gdflow.RESULTS] item; `counts` a dict of int32 counters of
+      the work done (at least `"grad_evals"` when countable), summed by the engine.
+    - `batch_steps(n, batching) -> int`: batch steps per method step.
+    - `describe() -> str`: a short label for reports.
+
+    and has a field `lr` (the clock time of one batch step, or `None`: then $t = k$).
+    """
+
+    lr: eqx.AbstractVar[jax.Array | None]
+
+    @abc.abstractmethod
+    def init(self, problem, batching: AbstractBatching, params):
+        """The method's state before the first step."""
+
+    @abc.abstractmethod
+    def step(self, problem, batching: AbstractBatching, clock, params, state):
+        """One method step: `(params, state, result, counts)`."""
+
+    @abc.abstractmethod
+    def batch_steps(self, n: int, batching: AbstractBatching) -> int:
+        """Batch steps spanned by one method step."""
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """A short label, e.g. `"SGD"` or `"Splitting(Strang, Exact)"`."""
+
+
+def tree_where(pred, a, b):
+    """`a` where `pred` else `b`, leaf by leaf."""
+    return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
+
+
+def all_finite(tree) -> jax.Array:
+    """Whether every leaf of `tree` is finite everywhere (a scalar bool)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def gradient_result(value, grads):
+    """The outcome of a gradient evaluation: a non-finite loss, else a non-finite
+    gradient, else success."""
+    return RESULTS.where(
+        jnp.isfinite(value),
+        RESULTS.where(all_finite(grads), RESULTS.successful, RESULTS.nonfinite_gradient),
+        RESULTS.nonfinite_loss,
+    )
+
+
+def epoch_table(problem, batching: AbstractBatching, e):
+    """The index table of epoch `e`, range-checked for user-defined batching rules."""
+    return check_table(batching, batching.epoch(problem.n, e), problem.n)
+
+
+def batch_for(problem, batching: AbstractBatching, clock, table):
+    """The batch of method step `clock = (e, j)` (one batch per step) and the table.
+
+    A rule that changes its partition every epoch draws the new table at the epoch's
+    first step; fixed rules keep the table made by `init`.
+    """
+    e, j = clock
+    if not batching.deterministic:
+        table = jax.lax.cond(j == 0, lambda: epoch_table(problem, batching, e), lambda: table)
+    return batching.batch(problem.data, table, j), table

@@ -1,0 +1,382 @@
+r"""The one run loop: every discrete method of gdflow runs through [`gdflow.run`][].
+
+The loop is compiled once per (method type, problem structure, shapes) and run as a
+sequence of *chunks*: each call of the compiled function advances a number of save
+blocks (`save_every` steps each, then one saved point) and returns to the host, which
+updates the progress meter, notices an interrupt, and calls the next chunk. Chunks are
+sized from measured time (a fraction of a second each), so their dispatch cost is
+negligible, and the saved-point buffers are donated to each call, so they are updated in
+place and never copied.
+
+Why chunks and not one call: the host regains control a few times a second without any
+callback from compiled code (no module-level state for the progress bar), Ctrl-C stops
+the run between chunks with everything computed so far, and step counts beyond $2^{31}$
+work with int32 counters inside the compiled code (each chunk counts from zero; the
+host adds up in Python integers).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._batching import AbstractBatching, resolve_batching
+from .._problem import as_problem, float_dtype
+from .._stats import RunStats
+from .._trajectory import Trajectory
+from .._validate import one_of, positive_int
+from ._compile import compile_timed
+from ._outcome import RESULTS, RunInterrupted, report
+from ._progress import AbstractProgressMeter, resolve_meter
+
+__all__ = ["run"]
+
+# Steps of one compiled call stay below 2**30, so int32 counters inside never overflow.
+_MAX_BLOCK = 2**30
+# Target wall time of one chunk: long enough that dispatch is free, short enough that the
+# bar moves and Ctrl-C answers promptly.
+_CHUNK_SECONDS = 0.25
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def _tree_where(pred, a, b):
+    return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
+
+
+@eqx.filter_jit
+def _init(method, problem, batching, params0, num_saves: int):
+    """The method's state and the saved-point buffers (point 0 filled in)."""
+    state = method.init(problem, batching, params0)
+    p_buf = jax.tree_util.tree_map(
+        lambda x: jnp.zeros((num_saves, *jnp.shape(x)), jnp.result_type(x)).at[0].set(x),
+        params0,
+    )
+    value0 = problem.full_loss(params0)
+    l_buf = jnp.full((num_saves,), jnp.nan, jnp.result_type(value0)).at[0].set(value0)
+    return state, (p_buf, l_buf)
+
+
+@eqx.filter_jit
+def _full_loss(problem, params):
+    return problem.full_loss(params)
+
+
+@eqx.filter_jit(donate="all-except-first")
+def _chunk(fixed, carry, bufs):
+    """Advance `nblocks` blocks of `block_steps` method steps, saving after each block
+    when `write`; stop early at the first unsuccessful step or non-finite saved loss.
+
+    `carry = (i, e, j, params, state, result, counts)`: the next save slot, the clock
+    (epoch, step within it), the method's state, the outcome so far and work counters.
+    Returns the new carry, the buffers and the method steps done in this call.
+    """
+    method, problem, batching, steps_per_epoch, nblocks, block_steps, write = fixed
+    ok_ = RESULTS.successful
+
+    def step(c):
+        s, e, j, params, state, result, counts = c
+        new_params, new_state, res, n = method.step(problem, batching, (e, j), params, state)
+        res = RESULTS.where((res == ok_) & ~_all_finite(new_params), RESULTS.nonfinite_params, res)
+        ok = res == ok_
+        params = _tree_where(ok, new_params, params)
+        state = _tree_where(ok, new_state, state)
+        counts = jax.tree_util.tree_map(lambda a, b: a + jnp.where(ok, b, 0), counts, n)
+        j1 = j + 1
+        wrap = j1 >= steps_per_epoch
+        e = jnp.where(ok & wrap, e + 1, e)
+        j = jnp.where(ok, jnp.where(wrap, 0, j1), j)
+        return jnp.where(ok, s + 1, s), e, j, params, state, res, counts
+
+    def block(c):
+        b, done, (i, e, j, params, state, result, counts), (p_buf, l_buf) = c
+        s, e, j, params, state, result, counts = jax.lax.while_loop(
+            lambda c: (c[0] < block_steps) & (c[5] == ok_),
+            step,
+            (jnp.int32(0), e, j, params, state, result, counts),
+        )
+        value = jax.lax.cond(
+            write,
+            lambda: problem.full_loss(params).astype(l_buf.dtype),
+            lambda: jnp.zeros((), l_buf.dtype),
+        )
+        result = RESULTS.where(
+            write & (result == ok_) & ~jnp.isfinite(value), RESULTS.nonfinite_loss, result
+        )
+        keep = write & (result == ok_)
+        # Written unconditionally (a select over the buffer would cost O(T) per save); a
+        # slot written by a failed or non-saving block is overwritten or never counted.
+        p_buf = jax.tree_util.tree_map(lambda buf, x: buf.at[i].set(x), p_buf, params)
+        l_buf = l_buf.at[i].set(value)
+        i = i + jnp.where(keep, 1, 0)
+        carry = (i, e, j, params, state, result, counts)
+        return b + 1, done + s, carry, (p_buf, l_buf)
+
+    _, done, carry, bufs = jax.lax.while_loop(
+        lambda c: (c[0] < nblocks) & (c[2][5] == ok_),
+        block,
+        (jnp.int32(0), jnp.int32(0), carry, bufs),
+    )
+    return carry, bufs, done
+
+
+def _plan(steps: int, every: int) -> Iterator[tuple[int, int, bool]]:
+    """Segments `(block_steps, nblocks, write)` that run `steps` steps saving every
+    `every` (and at the end), with no block longer than `_MAX_BLOCK` steps."""
+
+    def blocks(length: int, count: int):
+        if length <= _MAX_BLOCK:
+            yield length, count, True
+            return
+        # A save interval longer than one compiled call allows: split each interval into
+        # non-saving pieces followed by the piece that saves.
+        q, r = divmod(length, _MAX_BLOCK)
+        for _ in range(count):
+            if q - (0 if r else 1) > 0:
+                yield _MAX_BLOCK, q - (0 if r else 1), False
+            yield (r if r else _MAX_BLOCK), 1, True
+
+    q, r = divmod(steps, every)
+    if q:
+        yield from blocks(every, q)
+    if r:
+        yield from blocks(r, 1)
+
+
+class _Interrupt:
+    """Turns the first Ctrl-C during a run into a flag the loop checks between chunks
+    (a second one interrupts at once). Only in the main thread, where signals arrive."""
+
+    def __init__(self):
+        self.hit = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.getsignal(signal.SIGINT)
+
+            def handler(signum, frame):
+                if self.hit:
+                    raise KeyboardInterrupt
+                self.hit = True
+
+            signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
+
+
+def _fresh(tree, *avoid):
+    """Copy the leaves of `tree` that are the very arrays of `avoid` (inputs must not be
+    donated to the run loop)."""
+    ids = {id(x) for x in jax.tree_util.tree_leaves(avoid)}
+    return jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True) if id(x) in ids else x, tree)
+
+
+def run(
+    method,
+    problem,
+    steps: int,
+    batching: AbstractBatching | None = None,
+    *,
+    save_every: int = 1,
+    label: str | None = None,
+    on_divergence: str = "warn",
+    progress: bool | AbstractProgressMeter = False,
+) -> Trajectory:
+    r"""Run a discrete method for `steps` method steps, saving every `save_every`.
+
+    The engine behind [`gdflow.gd`][], [`gdflow.sgd`][], [`gdflow.descent`][] and
+    [`gdflow.split`][]: `method` is an [`gdflow.AbstractMethod`][] (e.g.
+    [`gdflow.SGD`][], [`gdflow.Optax`][], [`gdflow.Splitting`][]). Only the saved
+    iterates are kept (memory $O(\text{steps}/\text{save\_every})$ iterates). Saved
+    point $s$ is method step $\min(s\cdot\text{save\_every}, \text{steps})$, at time
+    $t = k\cdot\mathrm{lr}$ with $k$ its batch-step count ($t = k$ without `lr`).
+
+    The run stops at the first step whose loss, gradient or new parameters are not
+    finite, or whose saved loss is not finite ([`gdflow.RESULTS`][]), keeping every
+    point before it and the last finite state. Ctrl-C stops it between compiled chunks
+    and raises [`gdflow.RunInterrupted`][] (a `KeyboardInterrupt`) carrying the points
+    computed so far.
+
+    **Arguments:**
+
+    - `method`: the method object.
+    - `problem`: a [`gdflow.Problem`][].
+    - `steps`: method steps (any non-negative integer; beyond $2^{31}$ is fine).
+    - `batching`: a batching rule (default full batch).
+    - `save_every`: save every `save_every` method steps, and the last.
+    - `label`: the trajectory's `method` label (default: the method's description).
+    - `on_divergence`: `"warn"` (default: return what was computed with a
+      [`gdflow.DivergenceWarning`][]), `"raise"` ([`gdflow.DivergenceError`][] carrying
+      it) or `"ignore"`.
+    - `progress`: `True` for a bar, `False`, or an [`gdflow.AbstractProgressMeter`][].
+
+    **Returns:** a [`gdflow.Trajectory`][] whose `stats` is a [`gdflow.RunStats`][].
+    """
+    from .._methods import AbstractMethod
+
+    if not isinstance(method, AbstractMethod):
+        raise TypeError(
+            f"`method` must be a gdflow method such as gf.SGD(lr); got {type(method).__name__}."
+        )
+    problem = as_problem(problem)
+    steps = positive_int("steps", steps, allow_zero=True)
+    save_every = positive_int("save_every", save_every)
+    one_of("on_divergence", on_divergence, ("warn", "raise", "ignore"))
+    meter = resolve_meter(progress)
+    batching = resolve_batching(batching)
+    n = problem.n
+    batching.check(n)
+    m = batching.num_batches(n)
+    batch_steps = method.batch_steps(n, batching)
+    steps_per_epoch = max(1, m // batch_steps)
+    label = label or method.describe()
+    if not batching.deterministic and steps // steps_per_epoch >= 2**31:
+        raise ValueError(
+            f"`steps`={steps} spans 2**31 epochs or more of {type(batching).__name__}, whose "
+            "epochs are numbered by a 32-bit counter. Run fewer epochs per call and continue "
+            "from the last state (problem.with_params0(traj.final))."
+        )
+    num_saves = steps // save_every + (1 if steps % save_every else 0) + 1
+
+    params0 = _fresh(problem.params0, problem)
+    t0 = time.perf_counter()
+    state, bufs = _init(method, problem, batching, params0, num_saves)
+    jax.block_until_ready((state, bufs))
+    setup_s = time.perf_counter() - t0
+    state = _fresh(state, problem, method, batching)
+
+    counts0 = jax.eval_shape(
+        lambda: method.step(problem, batching, (jnp.int32(0), jnp.int32(0)), params0, state)[3]
+    )
+
+    def zeros():  # fresh each chunk: the counters are donated
+        return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), counts0)
+
+    value0 = float(bufs[1][0])
+    result = RESULTS.successful if math.isfinite(value0) else RESULTS.nonfinite_loss
+    carry = (jnp.int32(1), jnp.int32(0), jnp.int32(0), params0, state, result, zeros())
+    totals = {k: 0 for k in counts0}
+    done = 0  # method steps done
+    compile_s = run_s = 0.0
+    compiled = None
+    interrupted = False
+    handle = meter.start(steps, label)
+    try:
+        with _Interrupt() as interrupt:
+            for block_steps, nblocks, write in _plan(steps, save_every):
+                if not (result == RESULTS.successful) or interrupt.hit:
+                    break
+                left, per = nblocks, max(1, _MAX_BLOCK // block_steps)
+                size = 1
+                while left and result == RESULTS.successful and not interrupt.hit:
+                    nb = min(size, left, per)
+                    fixed = (
+                        method,
+                        problem,
+                        batching,
+                        steps_per_epoch,
+                        jnp.int32(nb),
+                        jnp.int32(block_steps),
+                        jnp.asarray(write),
+                    )
+                    if compiled is None:
+                        compiled, compile_s = compile_timed(_chunk, fixed, carry, bufs)
+                    t1 = time.perf_counter()
+                    carry, bufs, did = compiled(fixed, carry, bufs)
+                    did = int(did)  # waits for the chunk
+                    dt = time.perf_counter() - t1
+                    run_s += dt
+                    done += did
+                    for k, v in carry[6].items():
+                        totals[k] += int(v)
+                    carry = (*carry[:6], zeros())
+                    result = carry[5]
+                    left -= nb
+                    meter.update(handle, done)
+                    # Next chunk: aim at _CHUNK_SECONDS, growing at most 8x at a time.
+                    per_block = dt / nb
+                    want = int(_CHUNK_SECONDS / per_block) if per_block > 0 else 8 * nb
+                    size = max(1, min(8 * nb, want))
+            interrupted = interrupt.hit
+    finally:
+        meter.close(handle)
+
+    i = int(carry[0])
+    params = carry[3]
+    saved_k = [min(s * save_every, steps) for s in range(i)]
+    p_saved = jax.tree_util.tree_map(lambda x: x[:i], bufs[0])
+    l_saved = bufs[1][:i]
+    failed = not (result == RESULTS.successful)
+    if (failed or interrupted) and saved_k[-1] != done:
+        # Keep the state the run stopped in: the last finite parameters.
+        saved_k.append(done)
+        p_saved = jax.tree_util.tree_map(
+            lambda buf, x: jnp.concatenate([buf, x[None]]), p_saved, params
+        )
+        l_saved = jnp.concatenate(
+            [l_saved, jnp.asarray(_full_loss(problem, params), l_saved.dtype)[None]]
+        )
+
+    dtype = float_dtype(problem.params0)
+    ks = np.asarray(saved_k, dtype=np.float64) * batch_steps
+    lr = None if method.lr is None else float(method.lr)
+    ts = jnp.asarray(ks, dtype) * (1 if lr is None else jnp.asarray(lr, dtype))
+    batch_done = done * batch_steps
+    outcome = "interrupted" if interrupted else RESULTS[result] if failed else ""
+    stats = RunStats(
+        steps=batch_done,
+        epochs=batch_done / m,
+        grad_evals=totals.get("grad_evals"),
+        examples=batch_done * batching.batch_size(n),
+        batch_size=batching.batch_size(n),
+        num_batches=m,
+        lr=lr,
+        local_solves=totals.get("local_solves"),
+        ode_steps=totals.get("ode_steps"),
+        seconds=run_s,
+        compile_seconds=compile_s,
+        setup_seconds=setup_s,
+        diverged_at=batch_done if failed else None,
+        outcome=outcome,
+        method=method.describe(),
+    )
+    traj = Trajectory(ts=ts, params=p_saved, loss=l_saved, method=label, stats=stats)
+    total = steps * batch_steps
+    if interrupted:
+        raise RunInterrupted(
+            f"{label} interrupted at batch step {batch_done} of {total}; the "
+            f"{len(traj)} points computed so far are on `.trajectory`.",
+            traj,
+        )
+    if failed:
+        when = f" (t={batch_done * lr:g})" if lr is not None else ""
+        advice = (
+            "check the data and the loss (the loss was finite, its gradient was not)"
+            if result == RESULTS.nonfinite_gradient
+            else "try a smaller step size"
+        )
+        report(
+            f"{label} diverged: {RESULTS[result]} at step {batch_done}{when} of {total}. "
+            f"Returning the {len(traj)} points computed before it; {advice}.",
+            traj,
+            on_divergence,
+            result=RESULTS[result],
+            stacklevel=3,
+        )
+    return traj

@@ -1,0 +1,286 @@
+"""The one engine: saving, outcomes, chunking, interruption, methods' declared orders."""
+
+import signal
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import scipy.linalg
+from scipy.stats import linregress
+
+import gdflow as gf
+from gdflow._run import _engine
+
+
+def _quadratic(lams=(1.0, 3.0)):
+    H = jnp.diag(jnp.asarray(lams))
+    return H, gf.problems.quadratic(H, params0=jnp.ones(len(lams)))
+
+
+def test_gd_saves_the_closed_form_at_every_saved_step():
+    H, problem = _quadratic()
+    lr, steps, every = 0.1, 23, 5  # `every` does not divide `steps`: the last save is 23
+    traj = gf.gd(problem, lr, steps, save_every=every)
+    ks = [0, 5, 10, 15, 20, 23]
+    np.testing.assert_allclose(np.asarray(traj.ts), lr * np.asarray(ks), rtol=1e-15)
+    Hn = np.asarray(H)
+    expect = [np.linalg.matrix_power(np.eye(2) - lr * Hn, k) @ np.ones(2) for k in ks]
+    np.testing.assert_allclose(np.asarray(traj.params), expect, rtol=1e-13)
+    assert traj.stats.steps == steps and traj.stats["grad_evals"] == steps
+
+
+def test_chunk_size_and_block_splitting_do_not_change_the_run(monkeypatch):
+    problem = gf.problems.random_least_squares(40, 6, noise=0.1, key=jax.random.key(0))
+    batching = gf.Reshuffle(8, jax.random.key(3))
+    reference = gf.sgd(problem, 0.05, 9, batching, save_every=7)
+    # One block per chunk, and save intervals split into non-saving pieces of 3 steps:
+    # the paths a run of more than 2**30 steps per save interval takes.
+    monkeypatch.setattr(_engine, "_CHUNK_SECONDS", 0.0)
+    monkeypatch.setattr(_engine, "_MAX_BLOCK", 3)
+    again = gf.sgd(problem, 0.05, 9, batching, save_every=7)
+    np.testing.assert_array_equal(np.asarray(reference.ts), np.asarray(again.ts))
+    np.testing.assert_array_equal(np.asarray(reference.params), np.asarray(again.params))
+    np.testing.assert_array_equal(np.asarray(reference.loss), np.asarray(again.loss))
+
+
+def test_plan_covers_step_counts_beyond_int32():
+    steps = every = 2**31 + 5
+    segments = list(_engine._plan(steps, every))
+    assert sum(b * n for b, n, _ in segments) == steps
+    assert all(b <= _engine._MAX_BLOCK for b, _, _ in segments)
+    assert [w for _, _, w in segments] == [False, True]  # one save, at the end
+    steps, every = 3 * 2**31, 2**31
+    segments = list(_engine._plan(steps, every))
+    assert sum(b * n for b, n, _ in segments) == steps
+    assert sum(n for _, n, w in segments if w) == 3
+
+
+def test_huge_step_count_times_are_exact_python_integers(monkeypatch):
+    # A run whose save points lie beyond 2**31 steps: simulate with a small block limit
+    # and check the clock is computed from Python integers, not an int32 that wraps.
+    _, problem = _quadratic((1e-12, 2e-12))
+    monkeypatch.setattr(_engine, "_MAX_BLOCK", 4)
+    traj = gf.gd(problem, 1.0, 10, save_every=10)
+    assert traj.stats.steps == 10
+    np.testing.assert_allclose(np.asarray(traj.ts), [0.0, 10.0])
+
+
+def test_stochastic_epochs_beyond_int32_are_refused():
+    problem = gf.problems.random_least_squares(40, 6, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="2\\*\\*31 epochs"):
+        gf.sgd(problem, 0.01, 2**31, gf.Reshuffle(40, jax.random.key(0)))
+
+
+def test_nonfinite_gradient_is_reported_as_such():
+    loss = lambda th, b: jnp.sqrt(jnp.sum(th**2)) + 0.0 * jnp.sum(b["x"])  # noqa: E731
+    problem = gf.Problem(loss, {"x": jnp.ones((3, 1))}, jnp.zeros(2))
+    with pytest.warns(gf.DivergenceWarning, match="non-finite gradient.*check the data"):
+        traj = gf.gd(problem, 0.1, 10)
+    assert traj.diverged_at == 0 and traj.stats.outcome.startswith("non-finite gradient")
+    assert len(traj) == 1 and np.all(np.asarray(traj.final) == 0.0)
+
+
+def test_nonfinite_parameters_keep_the_last_finite_state():
+    _, problem = _quadratic((10.0,))  # 1 - 1e308·10 overflows; the loss at 1 is finite
+    with pytest.raises(gf.DivergenceError, match="non-finite parameters") as info:
+        gf.gd(problem, 1e308, 5, on_divergence="raise")
+    traj = info.value.trajectory
+    assert traj.diverged_at == 0 and np.asarray(traj.final).tolist() == [1.0]
+    assert info.value.result.startswith("non-finite parameters")
+
+
+class _Recorder(gf.AbstractProgressMeter):
+    log: list = eqx.field(static=True)
+    interrupt_after: int = eqx.field(static=True, default=-1)
+
+    def start(self, total, desc):
+        self.log.append(("start", total, desc))
+        return "handle"
+
+    def update(self, handle, done):
+        assert handle == "handle"
+        self.log.append(("update", done))
+        if len(self.log) - 1 == self.interrupt_after:
+            signal.raise_signal(signal.SIGINT)  # as if the user pressed Ctrl-C
+
+    def close(self, handle):
+        self.log.append(("close",))
+
+
+def test_progress_meter_sees_every_chunk(monkeypatch):
+    monkeypatch.setattr(_engine, "_CHUNK_SECONDS", 0.0)  # one block per chunk
+    _, problem = _quadratic()
+    meter = _Recorder(log=[])
+    traj = gf.gd(problem, 0.1, 30, save_every=10, progress=meter)
+    done = [entry[1] for entry in meter.log if entry[0] == "update"]
+    assert meter.log[0] == ("start", 30, "gd") and meter.log[-1] == ("close",)
+    assert done == [10, 20, 30] and len(traj) == 4
+
+
+def test_ctrl_c_stops_between_chunks_and_keeps_what_finished(monkeypatch):
+    monkeypatch.setattr(_engine, "_CHUNK_SECONDS", 0.0)
+    H, problem = _quadratic()
+    meter = _Recorder(log=[], interrupt_after=2)
+    with pytest.raises(gf.RunInterrupted, match="interrupted at batch step 20 of 50") as info:
+        gf.gd(problem, 0.1, 50, save_every=10, progress=meter)
+    traj = info.value.trajectory
+    assert isinstance(info.value, KeyboardInterrupt) and traj.stats.outcome == "interrupted"
+    np.testing.assert_allclose(np.asarray(traj.ts), [0.0, 1.0, 2.0])
+    expect = [
+        np.linalg.matrix_power(np.eye(2) - 0.1 * np.asarray(H), k) @ np.ones(2)
+        for k in (0, 10, 20)
+    ]
+    np.testing.assert_allclose(np.asarray(traj.params), expect, rtol=1e-13)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_trajectory_and_stats_pass_through_filter_jit():
+    _, problem = _quadratic()
+    traj = gf.gd(problem, 0.1, 20, save_every=5)
+
+    @eqx.filter_jit
+    def summary(t):
+        return jnp.sum(t.flat()) + t.stats.grad_evals
+
+    np.testing.assert_allclose(float(summary(traj)), float(jnp.sum(traj.flat())) + 20)
+    assert isinstance(traj.stats, gf.RunStats) and traj.stats.as_dict()["steps"] == 20
+
+
+def test_trajectory_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="len\\(ts\\)=3"):
+        gf.Trajectory(ts=jnp.arange(3.0), params=jnp.ones((4, 2)), loss=jnp.ones(3), method="x")
+    with pytest.raises(ValueError, match="`loss` must have shape \\(3,\\)"):
+        gf.Trajectory(ts=jnp.arange(3.0), params=jnp.ones((3, 2)), loss=jnp.ones(2), method="x")
+
+
+def test_descent_with_optax_sgd_equals_gd_bitwise():
+    problem = gf.problems.random_least_squares(30, 4, noise=0.1, key=jax.random.key(2))
+    a = gf.gd(problem, 0.07, 25, save_every=5)
+    b = gf.descent(problem, optax.sgd(0.07), 25, lr=0.07, save_every=5)
+    np.testing.assert_array_equal(np.asarray(a.params), np.asarray(b.params))
+    np.testing.assert_array_equal(np.asarray(a.ts), np.asarray(b.ts))
+
+
+def test_run_with_a_method_object_is_gd():
+    _, problem = _quadratic()
+    a = gf.gd(problem, 0.1, 12, save_every=4)
+    b = gf.run(gf.SGD(0.1), problem, 12, save_every=4)
+    np.testing.assert_array_equal(np.asarray(a.params), np.asarray(b.params))
+    with pytest.raises(TypeError, match="`method`"):
+        gf.run("gd", problem, 12)
+
+
+# ---------------------------------------------------------------------------------------
+# Declared orders, checked with fitted orders (as diffrax's order tests read solver.order)
+
+
+def _least_squares_with_flow(n=12, p=4, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, p))
+    y = rng.standard_normal(n)
+    problem = gf.problems.least_squares(X, y, params0=rng.standard_normal(p))
+    H = X.T @ X / n
+    star = np.linalg.lstsq(X, y, rcond=None)[0]
+    theta0 = np.asarray(problem.params0)
+
+    def flow(t):
+        return star + scipy.linalg.expm(-t * H) @ (theta0 - star)
+
+    return problem, flow
+
+
+def test_gd_declared_order_is_the_fitted_order():
+    problem, flow = _least_squares_with_flow()
+    T = 2.0
+    lrs = np.array([0.04, 0.02, 0.01, 0.005])
+    errors = []
+    for lr in lrs:
+        steps = int(round(T / lr))
+        traj = gf.gd(problem, float(lr), steps, save_every=steps)
+        errors.append(np.linalg.norm(np.asarray(traj.final) - flow(T)))
+    slope = linregress(np.log(lrs), np.log(errors)).slope
+    assert abs(slope - gf.SGD.order) < 0.1, slope
+
+
+_PAIRS = [
+    (gf.LieTrotter(), gf.Euler()),
+    (gf.LieTrotter(), gf.Exact()),
+    (gf.LieTrotter(), gf.LocalODE(rtol=1e-11, atol=1e-13)),
+    (gf.Strang(), gf.Euler()),
+    (gf.Strang(), gf.Exact()),
+    (gf.Strang(), gf.LocalODE(rtol=1e-11, atol=1e-13)),
+]
+
+
+@pytest.mark.parametrize(
+    "scheme,local", _PAIRS, ids=[f"{type(s).__name__}-{type(l).__name__}" for s, l in _PAIRS]
+)
+def test_every_scheme_and_local_solver_has_its_declared_order(scheme, local):
+    problem, flow = _least_squares_with_flow()
+    method = gf.Splitting(scheme, local, 0.1)
+    expected = method.order
+    assert expected == (scheme.order if local.order is None else min(scheme.order, local.order))
+    batching = gf.RoundRobin(3)  # m = 4 batches
+    m = 4
+    T = 1.6
+    lrs = np.array([0.04, 0.02, 0.01])
+    errors = []
+    for lr in lrs:
+        epochs = int(round(T / (m * lr)))
+        traj = gf.split(problem, float(lr), epochs, batching, scheme, local, save_every=epochs)
+        errors.append(np.linalg.norm(np.asarray(traj.final) - flow(T)))
+    slope = linregress(np.log(lrs), np.log(errors)).slope
+    assert abs(slope - expected) < 0.2, (slope, expected, errors)
+
+
+def test_exact_dispatches_on_structure_and_refuses_other_losses():
+    ls = gf.problems.least_squares(jnp.ones((4, 2)), jnp.arange(4.0))
+    logcosh = lambda th, b: jnp.mean(jnp.log(jnp.cosh(b["X"] @ th - b["y"])))  # noqa: E731
+    with pytest.raises(ValueError, match="defines its own loss"):
+        gf.Problem(logcosh, ls.data, ls.params0, structure=gf.LeastSquares())
+    generic = gf.Problem(logcosh, ls.data, ls.params0)
+    with pytest.raises(ValueError, match="no structure"):
+        gf.split(generic, 0.1, 2, gf.RoundRobin(2), local=gf.Exact())
+    with pytest.raises(ValueError, match=r"keys \['X', 'y'\]"):
+        gf.Problem(
+            gf.LeastSquares.loss,
+            {"A": ls.data["X"], "y": ls.data["y"]},
+            ls.params0,
+            structure=gf.LeastSquares(),
+        )
+
+
+def test_string_shortcuts_resolve_to_the_objects():
+    problem, _ = _least_squares_with_flow()
+    a = gf.split(problem, 0.05, 3, gf.RoundRobin(3), "strang", "euler")
+    b = gf.split(problem, 0.05, 3, gf.RoundRobin(3), gf.Strang(), gf.Euler())
+    np.testing.assert_array_equal(np.asarray(a.params), np.asarray(b.params))
+    assert a.stats.method == "Splitting(Strang, Euler)" and a.stats.local_solves == 3 * 4 * 2
+    with pytest.raises(ValueError, match="`scheme`"):
+        gf.split(problem, 0.05, 3, gf.RoundRobin(3), "leapfrog")
+
+
+class _OutOfRange(gf.AbstractBatching):
+    deterministic: ClassVar[bool] = True
+
+    def batch_size(self, n):
+        return 2
+
+    def num_batches(self, n):
+        return n // 2
+
+    def epoch(self, n, e):
+        return jnp.arange(n).reshape(-1, 2) + 1  # the last index is n
+
+    def batch(self, data, table, j):
+        return jax.tree_util.tree_map(lambda x: x[table[j]], data)
+
+
+def test_custom_batching_with_indices_out_of_range_is_refused():
+    problem, _ = _least_squares_with_flow()
+    with pytest.raises(ValueError, match="outside \\[0, n\\)"):
+        gf.sgd(problem, 0.1, 1, _OutOfRange())
