@@ -5,21 +5,23 @@ model it (modified flows, switched minibatch flows, error estimates from the Hes
 spectrum) and exploit it (the splitting optimiser).
 
 gdflow never changes JAX's global configuration. For the texts' numbers enable float64
-yourself, before creating arrays::
+yourself, before creating arrays:
 
-    import jax
-    jax.config.update("jax_enable_x64", True)
+```python
+import jax
+jax.config.update("jax_enable_x64", True)
+```
 
-(the ``gdflow`` command and the experiments do this for you).
+(the `gdflow` command and the experiments do this for you).
 
-Areas: runs (:func:`gd`, :func:`sgd`, :func:`descent`, :func:`gradient_flow`, with the
-stiff-flow solver :class:`RKC2`); modified flows (:func:`modified_loss`,
-:func:`modified_field`, :func:`sgd_modified_loss`); the gap (:func:`distance`,
-:func:`hessian_eigs`, :func:`spectrum_along`, :func:`error_estimate`); splitting and
-switched flows (:func:`split`, :func:`switched_flow`, :func:`two_point_flow`).
+Areas: runs ([`gdflow.gd`][], [`gdflow.sgd`][], [`gdflow.descent`][], [`gdflow.gradient_flow`][], with the
+stiff-flow solver [`gdflow.RKC2`][]); modified flows ([`gdflow.modified_loss`][],
+[`gdflow.modified_field`][], [`gdflow.sgd_modified_loss`][]); the gap ([`gdflow.distance`][],
+[`gdflow.hessian_eigs`][], [`gdflow.spectrum_along`][], [`gdflow.error_estimate`][]); splitting and
+switched flows ([`gdflow.split`][], [`gdflow.switched_flow`][], [`gdflow.two_point_flow`][]).
 """
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError, version as _version
 
 from . import datasets as datasets, problems as problems
 from ._batching import (
@@ -76,6 +78,19 @@ from ._structure import (
     Softmax as Softmax,
     TwoPoints as TwoPoints,
 )
+from ._sweep import (
+    InProcess as InProcess,
+    ResultCache as ResultCache,
+    SweepError as SweepError,
+    SweepFailure as SweepFailure,
+    SweepResult as SweepResult,
+    connect as connect,
+    grid_points as grid_points,
+    local_cluster as local_cluster,
+    sweep as sweep,
+    sweep_executor as sweep_executor,
+    task_key as task_key,
+)
 from ._trajectory import Trajectory as Trajectory
 from .splitting import (
     AbstractLocalSolver as AbstractLocalSolver,
@@ -94,5 +109,5 @@ from .splitting import (
 
 try:
     __version__ = _version("gdflow")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+except _PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"

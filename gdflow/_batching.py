@@ -1,12 +1,12 @@
 r"""How an epoch's examples are grouped into minibatches.
 
-A batching rule maps an epoch number ``e`` to an integer table of shape ``(m, b)``:
-row ``j`` holds the example indices of the ``j``-th step of that epoch. Discrete runners
-(:func:`gdflow.sgd`, :func:`gdflow.descent`) and the splitting optimiser
-(:func:`gdflow.split`) all read batches through this one interface, so a given rule
+A batching rule maps an epoch number `e` to an integer table of shape `(m, b)`:
+row `j` holds the example indices of the `j`-th step of that epoch. Discrete runners
+([`gdflow.sgd`][], [`gdflow.descent`][]) and the splitting optimiser
+([`gdflow.split`][]) all read batches through this one interface, so a given rule
 produces the same batches in every method.
 
-The texts' setting is :class:`RoundRobin`: a fixed partition visited in a fixed order,
+The texts' setting is [`gdflow.RoundRobin`][]: a fixed partition visited in a fixed order,
 which makes minibatch SGD a deterministic Lie–Trotter splitting of gradient flow.
 """
 
@@ -47,15 +47,15 @@ class AbstractBatching(eqx.Module):
 
     @abc.abstractmethod
     def batch_size(self, n: int) -> int:
-        """Examples per batch ``b`` for a data set of ``n`` examples."""
+        """Examples per batch `b` for a data set of `n` examples."""
 
     @abc.abstractmethod
     def num_batches(self, n: int) -> int:
-        """Batches (optimiser steps) per epoch ``m``."""
+        """Batches (optimiser steps) per epoch `m`."""
 
     @abc.abstractmethod
     def epoch(self, n: int, e) -> jax.Array:
-        """Integer table ``(m, b)`` of example indices for epoch ``e`` (traceable in ``e``)."""
+        """Integer table `(m, b)` of example indices for epoch `e` (traceable in `e`)."""
 
     @abc.abstractmethod
     def batch(self, data, table, j):
@@ -101,7 +101,7 @@ def _gather(data, table, j):
 
 
 class FullBatch(AbstractBatching):
-    """Every step sees all ``n`` examples: ``m = 1``, ``b = n`` (gradient descent)."""
+    """Every step sees all `n` examples: `m = 1`, `b = n` (gradient descent)."""
 
     deterministic: ClassVar[bool] = True
 
@@ -136,17 +136,17 @@ def _sized(batch_size: int, n: int, drop_remainder: bool, cls: str) -> int:
 
 
 class RoundRobin(AbstractBatching):
-    r"""A fixed partition in a fixed order: batch ``j`` holds examples ``j·b, …, (j+1)·b-1``.
+    r"""A fixed partition in a fixed order: batch `j` holds examples `j·b, …, (j+1)·b-1`.
 
     This is the setting of the splitting and minibatch-flow texts: one epoch of SGD is
     one Lie–Trotter splitting step of gradient flow on
-    :math:`L = \frac1m\sum_j L_{B_j}`.
+    $L = \frac1m\sum_j L_{B_j}$.
 
     **Arguments:**
 
-    - ``batch_size``: examples per batch ``b`` (must divide ``n`` unless
-      ``drop_remainder``).
-    - ``drop_remainder``: ignore the last ``n mod b`` examples instead of raising.
+    - `batch_size`: examples per batch `b` (must divide `n` unless
+      `drop_remainder`).
+    - `drop_remainder`: ignore the last `n mod b` examples instead of raising.
     """
 
     deterministic: ClassVar[bool] = True
@@ -178,14 +178,14 @@ class RoundRobin(AbstractBatching):
 class Reshuffle(AbstractBatching):
     """Random reshuffling: a new random partition every epoch, each example once per epoch.
 
-    Epoch ``e`` uses the permutation drawn from ``jax.random.fold_in(key, e)``, so a run
+    Epoch `e` uses the permutation drawn from `jax.random.fold_in(key, e)`, so a run
     is reproducible and two methods given the same rule see the same batches.
 
     **Arguments:**
 
-    - ``batch_size``: examples per batch (must divide ``n`` unless ``drop_remainder``).
-    - ``key``: a ``jax.random`` key.
-    - ``drop_remainder``: ignore the last ``n mod b`` shuffled examples of each epoch.
+    - `batch_size`: examples per batch (must divide `n` unless `drop_remainder`).
+    - `key`: a `jax.random` key.
+    - `drop_remainder`: ignore the last `n mod b` shuffled examples of each epoch.
     """
 
     deterministic: ClassVar[bool] = False
@@ -214,9 +214,9 @@ class Reshuffle(AbstractBatching):
 
 
 class Replacement(AbstractBatching):
-    """Sampling with replacement: every step draws ``b`` indices uniformly from ``n``.
+    """Sampling with replacement: every step draws `b` indices uniformly from `n`.
 
-    An "epoch" is ``m = n // b`` steps, so that epochs of every rule see ``≈ n`` examples.
+    An "epoch" is `m = n // b` steps, so that epochs of every rule see `≈ n` examples.
     """
 
     deterministic: ClassVar[bool] = False

@@ -1,11 +1,11 @@
 r"""The gap between gradient descent and gradient flow: measured, and estimated.
 
-GD with step :math:`\eta` is the explicit Euler method on gradient flow (GF)
-:math:`\dot\theta = -\nabla L(\theta)`, iterate :math:`k` sitting at :math:`t = k\eta`.
-:func:`distance` measures :math:`|\theta_a(t) - \theta_b(t)|` between any two
-trajectories on one clock; :func:`error_estimate` predicts the GD–GF distance from a
+GD with step $\eta$ is the explicit Euler method on gradient flow (GF)
+$\dot\theta = -\nabla L(\theta)$, iterate $k$ sitting at $t = k\eta$.
+[`gdflow.distance`][] measures $|\theta_a(t) - \theta_b(t)|$ between any two
+trajectories on one clock; [`gdflow.error_estimate`][] predicts the GD–GF distance from a
 solved GF path alone, following Theorem 1 of Elkabetz & Cohen (NeurIPS 2021;
-``../shared/sources/gf-vs-gd-neural-networks.md``).
+`../shared/sources/gf-vs-gd-neural-networks.md`).
 """
 
 from __future__ import annotations
@@ -45,23 +45,23 @@ def _structure(params) -> tuple:
 
 
 def distance(a: Trajectory, b: Trajectory) -> jax.Array:
-    r"""The Euclidean distance :math:`|\theta_a(t) - \theta_b(t)|` at ``a``'s saved times.
+    r"""The Euclidean distance $|\theta_a(t) - \theta_b(t)|$ at `a`'s saved times.
 
-    All parameters are raveled into one vector. ``b`` is evaluated at ``a.ts``:
+    All parameters are raveled into one vector. `b` is evaluated at `a.ts`:
 
-    - continuous ``b`` (a flow): by ``b.evaluate(a.ts)``, an accurate re-solve of the
+    - continuous `b` (a flow): by `b.evaluate(a.ts)`, an accurate re-solve of the
       ODE at exactly those times (no interpolation by hand);
-    - discrete ``b`` (GD, SGD): at its own saved points, which must include every one of
-      ``a``'s times (to ``1e-9`` relative), e.g. GD at ``lr`` against GD at ``lr / r``
-      run with ``save_every=r``.
+    - discrete `b` (GD, SGD): at its own saved points, which must include every one of
+      `a`'s times (to `1e-9` relative), e.g. GD at `lr` against GD at `lr / r`
+      run with `save_every=r`.
 
-    **Arguments:** ``a``, ``b``: :class:`~gdflow.Trajectory` values of the same problem.
+    **Arguments:** `a`, `b`: [`gdflow.Trajectory`][] values of the same problem.
 
-    **Returns:** a ``(len(a),)`` array.
+    **Returns:** a `(len(a),)` array.
 
-    **Raises:** ``ValueError`` if the parameter structures or shapes differ, or if a
-    discrete ``b`` lacks some of ``a``'s times (saying which and how to fix it);
-    ``TypeError`` if either is not a Trajectory.
+    **Raises:** `ValueError` if the parameter structures or shapes differ, or if a
+    discrete `b` lacks some of `a`'s times (saying which and how to fix it);
+    `TypeError` if either is not a Trajectory.
 
     ```python
     gd = gf.gd(problem, lr, steps)
@@ -105,18 +105,18 @@ class ErrorEstimate(eqx.Module):
 
     **Attributes:**
 
-    - ``ts``: the flow's saved times :math:`t_0 + j s\eta`, shape ``(T,)`` (stride
-      :math:`s \ge 1` steps; :math:`s = 1` is every GD step).
-    - ``estimate``: :math:`E(t) = \sum_{k:\,t_{k+1}\le t} e_k \exp(-\int_{t_{k+1}}^{t}
-      \lambda_{\min}\,ds)` at ``ts``, shape ``(T,)`` (``estimate[0] = 0``).
-    - ``local_errors``: :math:`e = \frac{\eta^2}{2}|H(\theta(t))\nabla L(\theta(t))|` at
-      ``ts`` (the local error of a GD step taken from there), shape ``(T,)``.
-    - ``lambda_min``: :math:`\lambda_{\min}(H(\theta(t)))` at ``ts``, shape ``(T,)``
-      (linearly interpolated between Lanczos samples when ``eig_every > 1``).
-    - ``integral``: :math:`\int_{t_0}^{t}\lambda_{\min}\,ds` at ``ts`` (trapezoid rule on
-      the step grid), shape ``(T,)``.
-    - ``spectrum``: the :class:`~gdflow._spectrum.SpectrumPath` of the Lanczos samples.
-    - ``lr``: the step :math:`\eta`.
+    - `ts`: the flow's saved times $t_0 + j s\eta$, shape `(T,)` (stride
+      $s \ge 1$ steps; $s = 1$ is every GD step).
+    - `estimate`: $E(t) = \sum_{k:\,t_{k+1}\le t} e_k \exp(-\int_{t_{k+1}}^{t}
+      \lambda_{\min}\,ds)$ at `ts`, shape `(T,)` (`estimate[0] = 0`).
+    - `local_errors`: $e = \frac{\eta^2}{2}|H(\theta(t))\nabla L(\theta(t))|$ at
+      `ts` (the local error of a GD step taken from there), shape `(T,)`.
+    - `lambda_min`: $\lambda_{\min}(H(\theta(t)))$ at `ts`, shape `(T,)`
+      (linearly interpolated between Lanczos samples when `eig_every > 1`).
+    - `integral`: $\int_{t_0}^{t}\lambda_{\min}\,ds$ at `ts` (trapezoid rule on
+      the step grid), shape `(T,)`.
+    - `spectrum`: the `gdflow._spectrum.SpectrumPath` of the Lanczos samples.
+    - `lr`: the step $\eta$.
     """
 
     ts: jax.Array
@@ -130,7 +130,7 @@ class ErrorEstimate(eqx.Module):
 
 @eqx.filter_jit
 def _hessian_gradient_norms(loss, params_stacked, data):
-    r""":math:`|H(\theta)\nabla L(\theta)|` at each stacked point (one gradient + one HVP)."""
+    r"""$|H(\theta)\nabla L(\theta)|$ at each stacked point (one gradient + one HVP)."""
 
     def one(params):
         grad = jax.grad(loss)
@@ -151,73 +151,77 @@ def error_estimate(
     progress: bool | None = None,
     **eig_kwargs,
 ) -> ErrorEstimate:
-    r"""Estimate :math:`|\theta_k - \theta(k\eta)|` (GD vs GF) from a solved GF path.
+    r"""Estimate $|\theta_k - \theta(k\eta)|$ (GD vs GF) from a solved GF path.
 
     A computable form of Theorem 1 of Elkabetz & Cohen (NeurIPS 2021), which bounds the
-    distance by :math:`O(e^{-\int_0^t\lambda_{\min}(\nabla^2L(\theta(s)))ds}\,t\,\eta)`.
-    One GD step from the flow point :math:`\theta(t_k)` misses :math:`\theta(t_{k+1})` by
-    the local Euler error (Taylor, :math:`\ddot\theta = H\nabla L` along GF)
+    distance by $O(e^{-\int_0^t\lambda_{\min}(\nabla^2L(\theta(s)))ds}\,t\,\eta)$.
+    One GD step from the flow point $\theta(t_k)$ misses $\theta(t_{k+1})$ by
+    the local Euler error (Taylor, $\ddot\theta = H\nabla L$ along GF)
 
-    .. math:: e_k = \frac{\eta^2}{2}\,|H(\theta(t_k))\nabla L(\theta(t_k))|,
+    $$
+    e_k = \frac{\eta^2}{2}\,|H(\theta(t_k))\nabla L(\theta(t_k))|,
+    $$
 
-    and a perturbation made at :math:`t_{k+1}` is carried to :math:`t` by the linearised
-    flow :math:`\dot\delta = -H\delta`, which stretches it by at most
-    :math:`\exp(-\int_{t_{k+1}}^t \lambda_{\min}(H)\,ds)`. Summing the propagated local
+    and a perturbation made at $t_{k+1}$ is carried to $t$ by the linearised
+    flow $\dot\delta = -H\delta$, which stretches it by at most
+    $\exp(-\int_{t_{k+1}}^t \lambda_{\min}(H)\,ds)$. Summing the propagated local
     errors ("Lady Windermere's fan", Hairer, Nørsett & Wanner, *Solving ODEs I*, §II.3):
 
-    .. math:: E(t_n) = \sum_{k<n} e_k\,\exp\Big(-\int_{t_{k+1}}^{t_n}\lambda_{\min}\,ds\Big),
+    $$
+    E(t_n) = \sum_{k<n} e_k\,\exp\Big(-\int_{t_{k+1}}^{t_n}\lambda_{\min}\,ds\Big),
+    $$
 
-    computed by the recursion :math:`E_n = e^{-(I_n - I_{n-1})}E_{n-1} + e_{n-1}` with
-    :math:`I_n = \int_{t_0}^{t_n}\lambda_{\min}` (trapezoid rule on the samples).
+    computed by the recursion $E_n = e^{-(I_n - I_{n-1})}E_{n-1} + e_{n-1}$ with
+    $I_n = \int_{t_0}^{t_n}\lambda_{\min}$ (trapezoid rule on the samples).
 
     **Where this is an estimate and not a rigorous bound.**
 
-    - :math:`\lambda_{\min}` is taken on the GF path :math:`\theta(t)`. The rigorous
+    - $\lambda_{\min}$ is taken on the GF path $\theta(t)$. The rigorous
       argument needs it on every flow started from a GD iterate, i.e. on the segments
       between the GF path and the GD iterates; near the path the two agree to first
       order in the distance, but a non-convex loss can bend more off the path.
-    - Terms of order :math:`\eta^3` in the local error are dropped, the integral of
-      :math:`\lambda_{\min}` is a trapezoid rule, and with a save stride or
-      ``eig_every > 1`` the ingredients are interpolated between samples.
-    - :math:`\lambda_{\min}` comes from Lanczos (:func:`~gdflow.hessian_eigs`) to a
-      relative residual ``tol`` and, with warm starts, could miss an eigenvalue crossing.
+    - Terms of order $\eta^3$ in the local error are dropped, the integral of
+      $\lambda_{\min}$ is a trapezoid rule, and with a save stride or
+      `eig_every > 1` the ingredients are interpolated between samples.
+    - $\lambda_{\min}$ comes from Lanczos ([`gdflow.hessian_eigs`][]) to a
+      relative residual `tol` and, with warm starts, could miss an eigenvalue crossing.
 
-    On a convex quadratic with :math:`\eta\lambda_{\max}\le 1` it *is* a bound: the error
-    obeys :math:`\delta_{k+1} = (I-\eta H)\delta_k + d_k` with
-    :math:`|d_k| \le e_k` (since :math:`0 \le e^{-x} - 1 + x \le x^2/2`) and
-    :math:`\|I - \eta H\| = 1 - \eta\lambda_{\min} \le e^{-\eta\lambda_{\min}}`.
+    On a convex quadratic with $\eta\lambda_{\max}\le 1$ it *is* a bound: the error
+    obeys $\delta_{k+1} = (I-\eta H)\delta_k + d_k$ with
+    $|d_k| \le e_k$ (since $0 \le e^{-x} - 1 + x \le x^2/2$) and
+    $\|I - \eta H\| = 1 - \eta\lambda_{\min} \le e^{-\eta\lambda_{\min}}$.
 
     **It is loose late in a run.** Every local error is propagated at the slowest rate
-    :math:`\lambda_{\min}`, but most of it lies along stiff directions (where
-    :math:`H\nabla L` is large) and dies out there at rate :math:`\lambda_{\max}`; the
+    $\lambda_{\min}$, but most of it lies along stiff directions (where
+    $H\nabla L$ is large) and dies out there at rate $\lambda_{\max}$; the
     true distance then falls far below the estimate, which decays only at
-    :math:`\lambda_{\min}` (and grows if :math:`\lambda_{\min} < 0`).
+    $\lambda_{\min}$ (and grows if $\lambda_{\min} < 0$).
 
     **Arguments:**
 
-    - ``problem``: the :class:`~gdflow.Problem` (full-batch loss and data).
-    - ``flow``: a GF :class:`~gdflow.Trajectory` saved at :math:`t_k = t_0 + k\eta`
-      (e.g. ``gf.gradient_flow(problem, K * lr, ts=lr * jnp.arange(K + 1))``), or at every
-      ``s``-th of those times for long runs: the recursion still runs step by step, with
-      :math:`\lambda_{\min}` interpolated linearly and :math:`e_k` geometrically between
-      saved points (compare with GD saved with ``save_every=s``).
-    - ``lr``: the GD step :math:`\eta`.
-    - ``eig_every``: compute :math:`\lambda_{\min}` by Lanczos at every ``eig_every``-th
+    - `problem`: the [`gdflow.Problem`][] (full-batch loss and data).
+    - `flow`: a GF [`gdflow.Trajectory`][] saved at $t_k = t_0 + k\eta$
+      (e.g. `gf.gradient_flow(problem, K * lr, ts=lr * jnp.arange(K + 1))`), or at every
+      `s`-th of those times for long runs: the recursion still runs step by step, with
+      $\lambda_{\min}$ interpolated linearly and $e_k$ geometrically between
+      saved points (compare with GD saved with `save_every=s`).
+    - `lr`: the GD step $\eta$.
+    - `eig_every`: compute $\lambda_{\min}$ by Lanczos at every `eig_every`-th
       point only (and the last), interpolating linearly between (the local errors are
       always computed at every point: one gradient and one HVP each).
-    - ``spectrum``: a :class:`~gdflow.SpectrumPath` of this flow already computed (with
-      ``which="smallest"`` or ``"both"``), to reuse instead of a new Lanczos sweep.
-    - ``progress``: progress bar of the Lanczos sweep (see :func:`~gdflow.spectrum_along`).
-    - ``eig_kwargs``: passed on to :func:`~gdflow.hessian_eigs` (``tol``, ``max_iters``,
-      ``method``).
+    - `spectrum`: a [`gdflow.SpectrumPath`][] of this flow already computed (with
+      `which="smallest"` or `"both"`), to reuse instead of a new Lanczos sweep.
+    - `progress`: progress bar of the Lanczos sweep (see [`gdflow.spectrum_along`][]).
+    - `eig_kwargs`: passed on to [`gdflow.hessian_eigs`][] (`tol`, `max_iters`,
+      `method`).
 
-    **Returns:** an :class:`ErrorEstimate`.
+    **Returns:** an [`gdflow.ErrorEstimate`][].
 
-    **Raises:** ``ValueError`` if ``flow``'s saved times are not the grid
-    :math:`t_0 + js\eta` (saying how to save them), or for a bad ``lr``/``eig_every``.
+    **Raises:** `ValueError` if `flow`'s saved times are not the grid
+    $t_0 + js\eta$ (saying how to save them), or for a bad `lr`/`eig_every`.
 
     Cost: one gradient and one HVP per saved point, plus a warm-started Lanczos solve
-    (tens of HVPs) per ``eig_every`` saved points.
+    (tens of HVPs) per `eig_every` saved points.
 
     ```python
     flow = gf.gradient_flow(problem, K * lr, ts=lr * jnp.arange(K + 1))

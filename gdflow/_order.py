@@ -6,17 +6,17 @@ import numpy as np
 
 
 def fit_order(hs, errors) -> float:
-    r"""The slope :math:`p` of :math:`\log e = p\log h + c`, fitted by least squares.
+    r"""The slope $p$ of $\log e = p\log h + c$, fitted by least squares.
 
-    For a method of order :math:`p`, errors against step sizes ``hs`` in the asymptotic
-    regime follow :math:`e \approx C h^p`; this returns the fitted :math:`p`. Fit only
+    For a method of order $p$, errors against step sizes `hs` in the asymptotic
+    regime follow $e \approx C h^p$; this returns the fitted $p$. Fit only
     points in that regime (not so large that higher terms dominate, not so small that
     rounding does).
 
-    **Arguments:** ``hs`` and ``errors``: positive, finite, the same length (at least 2).
+    **Arguments:** `hs` and `errors`: positive, finite, the same length (at least 2).
 
-    **Raises:** ``ValueError`` for mismatched lengths, fewer than two points, fewer than
-    two distinct ``hs``, or non-positive / non-finite values.
+    **Raises:** `ValueError` for mismatched lengths, fewer than two points, fewer than
+    two distinct `hs`, or non-positive / non-finite values.
 
     ```python
     gf.fit_order([0.1, 0.05, 0.025], [1e-2, 2.5e-3, 6.25e-4])  # 2.0

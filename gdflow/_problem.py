@@ -44,35 +44,35 @@ def _check_finite(name: str, tree) -> None:
 
 
 class Problem(eqx.Module):
-    r"""A finite-sum problem :math:`L(\theta) = \frac1n \sum_{i=1}^n \ell(\theta; x_i)`.
+    r"""A finite-sum problem $L(\theta) = \frac1n \sum_{i=1}^n \ell(\theta; x_i)$.
 
-    The loss is given per *batch*: ``loss(params, batch)`` returns the **mean** of the
-    per-example losses over the examples in ``batch``, where ``batch`` has the same
-    pytree structure as ``data`` with a leading example axis of any size ``b``. With
-    this convention the batch loss :math:`L_B` is an unbiased estimate of :math:`L`, the
-    minibatch SGD step is :math:`\theta \leftarrow \theta - \eta \nabla L_B(\theta)` and a
-    fixed partition into ``m`` equal batches gives :math:`L = \frac1m\sum_j L_{B_j}`.
+    The loss is given per *batch*: `loss(params, batch)` returns the **mean** of the
+    per-example losses over the examples in `batch`, where `batch` has the same
+    pytree structure as `data` with a leading example axis of any size `b`. With
+    this convention the batch loss $L_B$ is an unbiased estimate of $L$, the
+    minibatch SGD step is $\theta \leftarrow \theta - \eta \nabla L_B(\theta)$ and a
+    fixed partition into `m` equal batches gives $L = \frac1m\sum_j L_{B_j}$.
 
     **Arguments:**
 
-    - ``loss``: ``loss(params, batch) -> scalar``, the mean over the batch's examples.
+    - `loss`: `loss(params, batch) -> scalar`, the mean over the batch's examples.
       It must be a JAX-traceable function; keep data out of its closure (pass it through
-      ``batch``) so that jitted runners see it as an argument.
-    - ``data``: a pytree of arrays, each with leading example axis ``n``.
-    - ``params0``: the starting point, any pytree of floating arrays.
-    - ``name``: a label used in figures and reports.
-    - ``structure``: the closed-form structure of the loss, an instance of a final class
-      of ``gdflow._structure`` (``LeastSquares()``, ``Quadratic()``, ``TwoPoints()``,
-      ``Logistic()``, ``Softmax()``), or ``None`` for an arbitrary loss. The constructors
-      of :mod:`gdflow.problems` set it; structure-aware solvers (:class:`gdflow.Exact`,
-      the reduced :class:`gdflow.LocalODE`) dispatch on its type. A structure defines the
-      loss, so ``loss`` must then be ``structure.loss``.
+      `batch`) so that jitted runners see it as an argument.
+    - `data`: a pytree of arrays, each with leading example axis `n`.
+    - `params0`: the starting point, any pytree of floating arrays.
+    - `name`: a label used in figures and reports.
+    - `structure`: the closed-form structure of the loss, an instance of a final class
+      of `gdflow._structure` (`LeastSquares()`, `Quadratic()`, `TwoPoints()`,
+      `Logistic()`, `Softmax()`), or `None` for an arbitrary loss. The constructors
+      of [`gdflow.problems`][] set it; structure-aware solvers ([`gdflow.Exact`][],
+      the reduced [`gdflow.LocalODE`][]) dispatch on its type. A structure defines the
+      loss, so `loss` must then be `structure.loss`.
 
-    **Raises:** ``ValueError`` if ``data`` is empty (``n = 0``) or its leaves disagree on
-    ``n``, if ``data`` or ``params0`` hold NaN or inf (naming the leaf), if ``params0`` is
-    not floating point, if ``loss(params0, one_example)`` does not evaluate to a real
-    floating scalar (the usual sign of a shape mismatch between ``params0`` and ``data``),
-    or if ``structure`` does not match ``loss`` or the data layout.
+    **Raises:** `ValueError` if `data` is empty (`n = 0`) or its leaves disagree on
+    `n`, if `data` or `params0` hold NaN or inf (naming the leaf), if `params0` is
+    not floating point, if `loss(params0, one_example)` does not evaluate to a real
+    floating scalar (the usual sign of a shape mismatch between `params0` and `data`),
+    or if `structure` does not match `loss` or the data layout.
 
     ```python
     import jax.numpy as jnp, gdflow as gf
@@ -151,27 +151,27 @@ class Problem(eqx.Module):
 
     @property
     def n(self) -> int:
-        """Number of examples (the leading axis of every leaf of ``data``)."""
+        """Number of examples (the leading axis of every leaf of `data`)."""
         return next(iter(_leading_sizes(self.data)))
 
     def full_loss(self, params: PyTree) -> jax.Array:
-        r"""The full-data loss :math:`L(\theta)` (the mean over all ``n`` examples)."""
+        r"""The full-data loss $L(\theta)$ (the mean over all `n` examples)."""
         return self.loss(params, self.data)
 
     def batch(self, idx) -> PyTree:
-        """The sub-pytree of ``data`` at example indices ``idx`` (any integer array)."""
+        """The sub-pytree of `data` at example indices `idx` (any integer array)."""
         return jax.tree_util.tree_map(lambda x: x[idx], self.data)
 
     def grad(self, params: PyTree, batch: PyTree | None = None) -> PyTree:
-        r""":math:`\nabla L_B(\theta)` on ``batch`` (the full data when ``None``)."""
+        r"""$\nabla L_B(\theta)$ on `batch` (the full data when `None`)."""
         return jax.grad(self.loss)(params, self.data if batch is None else batch)
 
     def with_params0(self, params0: PyTree) -> Problem:
-        """The same problem started from ``params0``."""
+        """The same problem started from `params0`."""
         return Problem(self.loss, self.data, params0, name=self.name, structure=self.structure)
 
     def with_data(self, data: PyTree, params0: PyTree | None = None) -> Problem:
-        """The same loss (and structure) on other ``data``, e.g. a subset of examples."""
+        """The same loss (and structure) on other `data`, e.g. a subset of examples."""
         p0 = self.params0 if params0 is None else params0
         return Problem(self.loss, data, p0, name=self.name, structure=self.structure)
 

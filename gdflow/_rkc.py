@@ -1,13 +1,13 @@
 r"""RKC2: the second-order Runge–Kutta–Chebyshev method as an adaptive diffrax solver.
 
-Gradient flow :math:`\dot\theta = -\nabla L(\theta)` has Jacobian :math:`-\nabla^2 L`,
+Gradient flow $\dot\theta = -\nabla L(\theta)$ has Jacobian $-\nabla^2 L$,
 symmetric, so the spectrum of the linearised flow is real and lies in
-:math:`[-\lambda_{\max}(H), -\lambda_{\min}(H)]`. Explicit methods with a *long real
+$[-\lambda_{\max}(H), -\lambda_{\min}(H)]$. Explicit methods with a *long real
 stability interval* then beat classical Runge–Kutta methods once the solve is limited by
-stability rather than accuracy (Tsit5's real interval is :math:`\approx 3.3/h`). RKC's
-interval grows like :math:`0.653\,s^2` with the number of stages :math:`s`, so the cost
-per unit time of a stable step is :math:`\propto \sqrt{\rho/h}` instead of
-:math:`\propto \rho`.
+stability rather than accuracy (Tsit5's real interval is $\approx 3.3/h$). RKC's
+interval grows like $0.653\,s^2$ with the number of stages $s$, so the cost
+per unit time of a stable step is $\propto \sqrt{\rho/h}$ instead of
+$\propto \rho$.
 
 References: B. P. Sommeijer, L. F. Shampine, J. G. Verwer, "RKC: an explicit solver for
 parabolic PDEs", J. Comput. Appl. Math. 88 (1997) 315–326 (the scheme, eqs. (2.1)–(2.6);
@@ -33,6 +33,8 @@ from diffrax import (
     ThirdOrderHermitePolynomialInterpolation,
 )
 
+from ._validate import positive_int, real_array, real_scalar
+
 __all__ = ["RKC2", "RKC2State", "rkc2_stability_bound", "rkc2_stability_polynomial"]
 
 # Damping of the Chebyshev polynomial, w0 = 1 + ε/s² (Sommeijer et al. 1997, §2).
@@ -54,24 +56,30 @@ def _chebyshev(s: int, x: float):
     return np.array(T[: s + 1]), np.array(d[: s + 1]), np.array(dd[: s + 1])
 
 
-def rkc2_stability_bound(s: int) -> float:
-    r"""The real stability boundary :math:`\beta(s) = (1 + w_0)/w_1` of RKC2 with ``s`` stages.
-
-    On :math:`[-\beta(s), 0]` the stability polynomial
-    :math:`R_s(z) = a_s + b_s T_s(w_0 + w_1 z)` satisfies :math:`|R_s(z)| \le 1` (the
-    argument of :math:`T_s` stays in :math:`[-1, w_0]`); :math:`\beta(s) \approx 0.6534\,(s^2 - 1)`.
-    """
+def _stages(s) -> int:
+    s = positive_int("s", s)
     if s < 2:
         raise ValueError(f"`s` must be >= 2 (RKC2 needs two stages); got {s}.")
+    return s
+
+
+def rkc2_stability_bound(s: int) -> float:
+    r"""The real stability boundary $\beta(s) = (1 + w_0)/w_1$ of RKC2 with `s` stages.
+
+    On $[-\beta(s), 0]$ the stability polynomial
+    $R_s(z) = a_s + b_s T_s(w_0 + w_1 z)$ satisfies $|R_s(z)| \le 1$ (the
+    argument of $T_s$ stays in $[-1, w_0]$); $\beta(s) \approx 0.6534\,(s^2 - 1)$.
+    """
+    s = _stages(s)
     w0 = 1.0 + _EPS / s**2
     _, d, dd = _chebyshev(s, w0)
     return float((1.0 + w0) * dd[s] / d[s])
 
 
 def rkc2_stability_polynomial(s: int, z):
-    r""":math:`R_s(z) = a_s + b_s T_s(w_0 + w_1 z)` of RKC2 with ``s`` stages (NumPy, real ``z``)."""
-    if s < 2:
-        raise ValueError(f"`s` must be >= 2 (RKC2 needs two stages); got {s}.")
+    r"""$R_s(z) = a_s + b_s T_s(w_0 + w_1 z)$ of RKC2 with `s` stages (NumPy, real `z`)."""
+    s = _stages(s)
+    z = real_array("z", z, finite=False)
     w0 = 1.0 + _EPS / s**2
     T, d, dd = _chebyshev(s, w0)
     w1 = d[s] / dd[s]
@@ -88,7 +96,7 @@ def rkc2_stability_polynomial(s: int, z):
 
 
 class RKC2State(NamedTuple):
-    """Solver state of :class:`RKC2`, carried between accepted steps."""
+    """Solver state of [`gdflow.RKC2`][], carried between accepted steps."""
 
     f0: object  # PyTree like y: the vector field at the current point (FSAL)
     v: object  # PyTree like y, unit 2-norm: the power-iteration vector (warm start)
@@ -108,66 +116,66 @@ def _tree_axpy(alpha, x, y):
 
 
 class RKC2(AbstractAdaptiveSolver):
-    r"""Second-order Runge–Kutta–Chebyshev method (damped, :math:`\varepsilon = 2/13`).
+    r"""Second-order Runge–Kutta–Chebyshev method (damped, $\varepsilon = 2/13$).
 
-    For :math:`\dot y = F(t, y)` and a step :math:`h` with :math:`s \ge 2` stages
+    For $\dot y = F(t, y)$ and a step $h$ with $s \ge 2$ stages
     (Sommeijer, Shampine & Verwer 1997, eqs. (2.1)–(2.6)):
 
-    .. math::
+    $$
+    Y_0 &= y_n, \qquad Y_1 = Y_0 + \tilde\mu_1 h F_0, \\
+    Y_j &= (1 - \mu_j - \nu_j) Y_0 + \mu_j Y_{j-1} + \nu_j Y_{j-2}
+           + \tilde\mu_j h F(t_n + c_{j-1} h, Y_{j-1}) + \tilde\gamma_j h F_0,
+           \quad j = 2, \dots, s, \\
+    y_{n+1} &= Y_s,
+    $$
 
-        Y_0 &= y_n, \qquad Y_1 = Y_0 + \tilde\mu_1 h F_0, \\
-        Y_j &= (1 - \mu_j - \nu_j) Y_0 + \mu_j Y_{j-1} + \nu_j Y_{j-2}
-               + \tilde\mu_j h F(t_n + c_{j-1} h, Y_{j-1}) + \tilde\gamma_j h F_0,
-               \quad j = 2, \dots, s, \\
-        y_{n+1} &= Y_s,
-
-    with :math:`w_0 = 1 + \varepsilon/s^2`, :math:`w_1 = T_s'(w_0)/T_s''(w_0)`,
-    :math:`b_j = T_j''(w_0)/T_j'(w_0)^2` (:math:`b_0 = b_1 = b_2`),
-    :math:`\tilde\mu_1 = b_1 w_1`, :math:`\mu_j = 2 w_0 b_j/b_{j-1}`,
-    :math:`\nu_j = -b_j/b_{j-2}`, :math:`\tilde\mu_j = 2 w_1 b_j/b_{j-1}`,
-    :math:`\tilde\gamma_j = -(1 - b_{j-1}T_{j-1}(w_0))\tilde\mu_j`, :math:`T_j` the
-    Chebyshev polynomials and :math:`c_j` the internal times (:math:`c_s = 1`).
-    The stability polynomial :math:`R_s(z) = a_s + b_s T_s(w_0 + w_1 z)` is bounded by 1
-    on :math:`[-\beta(s), 0]`, :math:`\beta(s) = (1 + w_0)/w_1 \ge 0.653\,(s^2 - 1)`
-    (:func:`rkc2_stability_bound`).
+    with $w_0 = 1 + \varepsilon/s^2$, $w_1 = T_s'(w_0)/T_s''(w_0)$,
+    $b_j = T_j''(w_0)/T_j'(w_0)^2$ ($b_0 = b_1 = b_2$),
+    $\tilde\mu_1 = b_1 w_1$, $\mu_j = 2 w_0 b_j/b_{j-1}$,
+    $\nu_j = -b_j/b_{j-2}$, $\tilde\mu_j = 2 w_1 b_j/b_{j-1}$,
+    $\tilde\gamma_j = -(1 - b_{j-1}T_{j-1}(w_0))\tilde\mu_j$, $T_j$ the
+    Chebyshev polynomials and $c_j$ the internal times ($c_s = 1$).
+    The stability polynomial $R_s(z) = a_s + b_s T_s(w_0 + w_1 z)$ is bounded by 1
+    on $[-\beta(s), 0]$, $\beta(s) = (1 + w_0)/w_1 \ge 0.653\,(s^2 - 1)$
+    (`rkc2_stability_bound`).
 
     **Stages.** Each step takes the fewest stages that are stable for the step,
-    :math:`s = \max(2, \lceil\sqrt{1 + h\rho/0.653}\,\rceil)`, capped by ``max_stages``,
-    where :math:`\rho` is the spectral radius of :math:`\partial F/\partial y`: the
-    user's ``spectral_radius`` (a float, or ``spectral_radius(t, y, args)``), else
-    ``safety`` times an estimate by power iteration with Jacobian-vector products
-    (``jax.jvp`` of the vector field), warm-started from the previous step's vector:
-    ``init_power_iterations`` at the start, then ``power_iterations`` every
-    ``rho_every`` accepted steps. :math:`\|Jv\|` with :math:`\|v\| = 1` underestimates
-    :math:`\rho` (hence the safety factor; for a symmetric Jacobian, as in gradient flow,
-    it converges to :math:`\rho` from below). ``num_stages`` fixes :math:`s` instead
+    $s = \max(2, \lceil\sqrt{1 + h\rho/0.653}\,\rceil)$, capped by `max_stages`,
+    where $\rho$ is the spectral radius of $\partial F/\partial y$: the
+    user's `spectral_radius` (a float, or `spectral_radius(t, y, args)`), else
+    `safety` times an estimate by power iteration with Jacobian-vector products
+    (`jax.jvp` of the vector field), warm-started from the previous step's vector:
+    `init_power_iterations` at the start, then `power_iterations` every
+    `rho_every` accepted steps. $\|Jv\|$ with $\|v\| = 1$ underestimates
+    $\rho$ (hence the safety factor; for a symmetric Jacobian, as in gradient flow,
+    it converges to $\rho$ from below). `num_stages` fixes $s$ instead
     (no estimate; stability is then the caller's business — used for order tests).
-    A step that would need more than ``max_stages`` is computed with ``max_stages`` and
+    A step that would need more than `max_stages` is computed with `max_stages` and
     reported with an infinite error, so adaptive controllers reject it and shrink
-    :math:`h` (by their ``factormin``). A constant step size ignores the error: there
-    choose ``dt0`` with :math:`h\rho \le 0.653\,(s_{\max}^2 - 1)` yourself.
+    $h$ (by their `factormin`). A constant step size ignores the error: there
+    choose `dt0` with $h\rho \le 0.653\,(s_{\max}^2 - 1)$ yourself.
 
     **Error estimate** (Sommeijer et al. 1997, §3):
-    :math:`\mathrm{err} = \tfrac{1}{15}\,[\,12(y_n - y_{n+1}) + 6h(F_n + F_{n+1})\,]`
-    (:math:`= h^3 y'''/15 + O(h^4)`), error order 3; :math:`F_{n+1}` is reused as the next
-    :math:`F_n` (FSAL). Dense output: cubic Hermite from :math:`y_n, y_{n+1}, F_n,
-    F_{n+1}` (third order, finer than the step's second order).
+    $\mathrm{err} = \tfrac{1}{15}\,[\,12(y_n - y_{n+1}) + 6h(F_n + F_{n+1})\,]$
+    ($= h^3 y'''/15 + O(h^4)$), error order 3; $F_{n+1}$ is reused as the next
+    $F_n$ (FSAL). Dense output: cubic Hermite from $y_n, y_{n+1}, F_n,
+    F_{n+1}$ (third order, finer than the step's second order).
 
-    **Cost.** An accepted step costs :math:`s` vector-field evaluations (stages 2..s and
-    the FSAL :math:`F_{n+1}`) plus 2 per Jacobian-vector product when :math:`\rho` is
-    re-estimated; :math:`\texttt{init}` costs 1 plus 2 per initial power iteration.
-    ``num_evaluations(state)`` reads the running count from the solver state. Convention:
+    **Cost.** An accepted step costs $s$ vector-field evaluations (stages 2..s and
+    the FSAL $F_{n+1}$) plus 2 per Jacobian-vector product when $\rho$ is
+    re-estimated; $\texttt{init}$ costs 1 plus 2 per initial power iteration.
+    `num_evaluations(state)` reads the running count from the solver state. Convention:
     a JVP (forward-over-reverse for a gradient field) counts as 2 evaluations; the
-    user's ``spectral_radius`` callable counts 0. *Caveat:* diffrax restores the solver
+    user's `spectral_radius` callable counts 0. *Caveat:* diffrax restores the solver
     state after a rejected step, so the count covers init and accepted steps only; a
     rejected attempt's evaluations are lost to it (gradient_flow adds an estimate).
 
     **When it pays.** RKC2 is second order: it wins when the solve is bound by
-    stability at the accuracy asked for (large :math:`\rho\,T`, moderate tolerances),
+    stability at the accuracy asked for (large $\rho\,T$, moderate tolerances),
     e.g. 4x fewer evaluations than Tsit5 on a quadratic with eigenvalues
-    :math:`10^{-2}..10^{3}` at rtol 1e-6. When the accuracy-limited second-order step is
+    $10^{-2}..10^{3}$ at rtol 1e-6. When the accuracy-limited second-order step is
     already below Tsit5's stability limit it loses: on the digits MLP of
-    ``benchmarks/gf_cost.py`` (:math:`\rho \approx 3..5`, T = 100) it takes 275
+    `benchmarks/gf_cost.py` ($\rho \approx 3..5$, T = 100) it takes 275
     evaluations at rtol 1e-4 (Tsit5: 717) but 910 at rtol 1e-6 (Tsit5: 717), with
     a mean of 2.2 stages per step (its Chebyshev stages are rarely needed there).
 
@@ -175,21 +183,21 @@ class RKC2(AbstractAdaptiveSolver):
 
     **Arguments:**
 
-    - ``spectral_radius``: ``None`` (estimate), a float :math:`\ge 0`, or a callable
-      ``(t, y, args) -> float`` returning an upper bound of :math:`\rho(\partial F/\partial y)`.
-    - ``max_stages``: cap on :math:`s` (default 200, :math:`\beta \approx 26000`).
-    - ``safety``: factor on the estimated :math:`\rho` (default 1.2, as RKC's code).
-    - ``power_iterations``, ``init_power_iterations``, ``rho_every``: the estimate's
+    - `spectral_radius`: `None` (estimate), a float $\ge 0$, or a callable
+      `(t, y, args) -> float` returning an upper bound of $\rho(\partial F/\partial y)$.
+    - `max_stages`: cap on $s$ (default 200, $\beta \approx 26000$).
+    - `safety`: factor on the estimated $\rho$ (default 1.2, as RKC's code).
+    - `power_iterations`, `init_power_iterations`, `rho_every`: the estimate's
       schedule (defaults 1, 10, 10: one JVP every ten accepted steps. On the digits MLP of
-      ``benchmarks/gf_cost.py`` re-estimating every step cost 1.7x the evaluations of
+      `benchmarks/gf_cost.py` re-estimating every step cost 1.7x the evaluations of
       every tenth for the same steps and error; every 25th let early steps run on a stale
       under-estimate, 10 rejections and 1.7x the steps at rtol 1e-4. RKC's code
       re-estimates every 25 steps and after each rejection, which diffrax's state
       restoration hides from a solver).
-    - ``num_stages``: fixed :math:`s \ge 2`, or ``None`` (choose per step).
+    - `num_stages`: fixed $s \ge 2$, or `None` (choose per step).
 
-    **Raises:** ``ValueError`` for ``max_stages < 2``, ``num_stages < 2``,
-    ``safety < 1``, negative counts, ``rho_every < 1`` or a negative ``spectral_radius``.
+    **Raises:** `ValueError` for `max_stages < 2`, `num_stages < 2`,
+    `safety < 1`, negative counts, `rho_every < 1` or a negative `spectral_radius`.
 
     ```python
     problem = gf.problems.quadratic(jnp.diag(jnp.geomspace(1e-2, 1e3, 6)), params0=jnp.ones(6))
@@ -218,7 +226,8 @@ class RKC2(AbstractAdaptiveSolver):
             isinstance(self.num_stages, int) and self.num_stages >= 2
         ):
             raise ValueError(f"`num_stages` must be None or an int >= 2; got {self.num_stages!r}.")
-        if not (np.isfinite(self.safety) and self.safety >= 1):
+        safety = real_scalar("safety", self.safety)
+        if not (np.isfinite(safety) and safety >= 1):
             raise ValueError(f"`safety` must be a finite factor >= 1; got {self.safety!r}.")
         for name in ("power_iterations", "init_power_iterations"):
             value = getattr(self, name)
@@ -227,7 +236,11 @@ class RKC2(AbstractAdaptiveSolver):
         if not (isinstance(self.rho_every, int) and self.rho_every >= 1):
             raise ValueError(f"`rho_every` must be an int >= 1; got {self.rho_every!r}.")
         if self.spectral_radius is not None and not callable(self.spectral_radius):
-            r = float(np.asarray(self.spectral_radius))
+            r = real_scalar(
+                "spectral_radius",
+                self.spectral_radius,
+                fix=" Give a float >= 0, a callable (t, y, args) -> float, or None.",
+            )
             if not (np.isfinite(r) and r >= 0):
                 raise ValueError(
                     f"`spectral_radius` must be a finite float >= 0, a callable (t, y, args) "
@@ -251,7 +264,7 @@ class RKC2(AbstractAdaptiveSolver):
         return 3
 
     def num_evaluations(self, solver_state: RKC2State) -> jax.Array:
-        """Vector-field evaluations counted in ``solver_state`` (init and accepted steps)."""
+        """Vector-field evaluations counted in `solver_state` (init and accepted steps)."""
         return solver_state.evals
 
     # -- spectral radius --------------------------------------------------------------
@@ -260,7 +273,7 @@ class RKC2(AbstractAdaptiveSolver):
         return self.spectral_radius is None and self.num_stages is None
 
     def _power(self, terms, t, y, args, v, n):
-        """``n`` power iterations v <- Jv/|Jv| from unit ``v``; returns (v, |Jv|)."""
+        """`n` power iterations v <- Jv/|Jv| from unit `v`; returns (v, |Jv|)."""
 
         def body(_, carry):
             v, rho = carry

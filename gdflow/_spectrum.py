@@ -1,17 +1,17 @@
 r"""Extreme Hessian eigenvalues from Hessian-vector products, and along trajectories.
 
 The Hessian is never formed. A Hessian-vector product (HVP) is forward-over-reverse
-differentiation, :math:`H(\theta)v = \frac{d}{d\epsilon}\nabla L(\theta + \epsilon v)|_0`
-(``jax.jvp`` of ``jax.grad``), at the cost of about two gradient evaluations; parameters
-of any pytree structure are raveled to one vector with ``jax.flatten_util.ravel_pytree``.
+differentiation, $H(\theta)v = \frac{d}{d\epsilon}\nabla L(\theta + \epsilon v)|_0$
+(`jax.jvp` of `jax.grad`), at the cost of about two gradient evaluations; parameters
+of any pytree structure are raveled to one vector with `jax.flatten_util.ravel_pytree`.
 
 The eigensolver is the Lanczos method with full reorthogonalisation, written in JAX
-(one jitted ``lax.while_loop``). Elkabetz & Cohen (NeurIPS 2021;
-``../shared/sources/gf-vs-gd-neural-networks.md``, Theorem 1) bound the distance between
-gradient descent and gradient flow by :math:`\exp(-\int_0^t \lambda_{\min}(\nabla^2
-L(\theta(s)))\,ds)`; :math:`\lambda_{\min}` is the quantity this module exists for, and
+(one jitted `lax.while_loop`). Elkabetz & Cohen (NeurIPS 2021;
+`../shared/sources/gf-vs-gd-neural-networks.md`, Theorem 1) bound the distance between
+gradient descent and gradient flow by $\exp(-\int_0^t \lambda_{\min}(\nabla^2
+L(\theta(s)))\,ds)$; $\lambda_{\min}$ is the quantity this module exists for, and
 along a trajectory consecutive Hessians are close, so each solve is warm-started from the
-previous eigenvectors (:func:`spectrum_along`).
+previous eigenvectors ([`gdflow.spectrum_along`][]).
 """
 
 from __future__ import annotations
@@ -29,12 +29,23 @@ import scipy.linalg
 from jax.flatten_util import ravel_pytree
 
 from ._trajectory import Trajectory
-from ._validate import one_of, positive_finite, positive_int
+from ._validate import (
+    check_finite,
+    check_scalar_loss,
+    is_traced,
+    one_of,
+    positive_finite,
+    positive_int,
+    prng_key,
+    real_array,
+)
 
 PyTree = Any
 
 _WHICH = ("smallest", "largest", "both")
 _METHODS = ("lanczos", "eigsh")
+# Options of `hessian_eigs` that `spectrum_along` passes on.
+_EIG_KWARGS = frozenset({"tol", "max_iters", "min_iters", "method", "key"})
 
 # Relative weight of the random vector mixed into a warm start. A warm start made only of
 # old eigenvectors may span (nearly) an invariant subspace, whose Krylov space never
@@ -50,7 +61,7 @@ _BLOCK = 16
 
 
 def _hvp(loss: Callable, unravel: Callable, x, v, args):
-    """:math:`H(x) v` for the raveled loss, by ``jvp`` of ``grad`` (forward over reverse)."""
+    """$H(x) v$ for the raveled loss, by `jvp` of `grad` (forward over reverse)."""
 
     def flat_loss(y):
         return loss(unravel(y), *args)
@@ -59,24 +70,24 @@ def _hvp(loss: Callable, unravel: Callable, x, v, args):
 
 
 class HessianEigs(eqx.Module):
-    r"""Extreme eigenpairs of a Hessian :math:`\nabla^2 L(\theta)`.
+    r"""Extreme eigenpairs of a Hessian $\nabla^2 L(\theta)$.
 
     **Attributes:**
 
-    - ``eigenvalues``: shape ``(r,)``, ascending: the ``k`` smallest (``which="smallest"``),
-      the ``k`` largest (``"largest"``) or the ``k`` smallest followed by the ``k``
-      largest (``"both"``, ``r = 2k``; with fewer than ``2k`` parameters the two groups
+    - `eigenvalues`: shape `(r,)`, ascending: the `k` smallest (`which="smallest"`),
+      the `k` largest (`"largest"`) or the `k` smallest followed by the `k`
+      largest (`"both"`, `r = 2k`; with fewer than `2k` parameters the two groups
       overlap).
-    - ``eigenvectors``: shape ``(r, P)``, unit Ritz vectors in the raveled parameter space
-      (``P`` parameters), row ``i`` for ``eigenvalues[i]``. :meth:`vector` returns one as
+    - `eigenvectors`: shape `(r, P)`, unit Ritz vectors in the raveled parameter space
+      (`P` parameters), row `i` for `eigenvalues[i]`. `vector` returns one as
       a pytree shaped like the parameters.
-    - ``residuals``: shape ``(r,)``, :math:`\|H y_i - \lambda_i y_i\|`: *some* eigenvalue
-      of :math:`H` lies within it of :math:`\lambda_i` (within ``residual**2 / gap`` once
-      the pair is isolated). It does not prove that :math:`\lambda_i` is the extreme one:
+    - `residuals`: shape `(r,)`, $\|H y_i - \lambda_i y_i\|$: *some* eigenvalue
+      of $H$ lies within it of $\lambda_i$ (within `residual**2 / gap` once
+      the pair is isolated). It does not prove that $\lambda_i$ is the extreme one:
       a Krylov method can miss an eigenvector its start vector is (nearly) orthogonal to.
-    - ``hvps``: number of Hessian-vector products spent.
-    - ``converged``: whether every residual met the tolerance.
-    - ``method``, ``which``: how they were computed.
+    - `hvps`: number of Hessian-vector products spent.
+    - `converged`: whether every residual met the tolerance.
+    - `method`, `which`: how they were computed.
     """
 
     eigenvalues: jax.Array
@@ -90,20 +101,20 @@ class HessianEigs(eqx.Module):
 
     @property
     def lambda_min(self) -> jax.Array:
-        r""":math:`\lambda_{\min}` (requires ``which`` in ``"smallest"``, ``"both"``)."""
+        r"""$\lambda_{\min}$ (requires `which` in `"smallest"`, `"both"`)."""
         if self.which == "largest":
             raise ValueError("This result holds the largest eigenvalues; use which='both'.")
         return self.eigenvalues[0]
 
     @property
     def lambda_max(self) -> jax.Array:
-        r""":math:`\lambda_{\max}` (requires ``which`` in ``"largest"``, ``"both"``)."""
+        r"""$\lambda_{\max}$ (requires `which` in `"largest"`, `"both"`)."""
         if self.which == "smallest":
             raise ValueError("This result holds the smallest eigenvalues; use which='both'.")
         return self.eigenvalues[-1]
 
     def vector(self, i: int) -> PyTree:
-        """Eigenvector ``i`` as a pytree with the structure of the parameters."""
+        """Eigenvector `i` as a pytree with the structure of the parameters."""
         return self.unravel(self.eigenvectors[i])
 
 
@@ -128,7 +139,7 @@ def _flat_hvp(loss, params, args, v):
 
 
 def _project_out(w, V, filled):
-    """Block Gram-Schmidt of ``w`` against the first ``filled`` rows of ``V``, twice.
+    """Block Gram-Schmidt of `w` against the first `filled` rows of `V`, twice.
 
     "Twice is enough" (Kahan-Parlett): two passes give orthogonality to working
     precision. Walking over the filled rows in blocks makes the cost O(filled * P), not
@@ -151,10 +162,10 @@ def _flat_hvp_jit(problem, v):
 
 @eqx.filter_jit(donate="all-except-first")
 def _lanczos_step(problem, V, j, beta_prev):
-    r"""One Lanczos step: :math:`w = Hv_j - \alpha_j v_j - \beta_{j-1} v_{j-1}`, reorthogonalised.
+    r"""One Lanczos step: $w = Hv_j - \alpha_j v_j - \beta_{j-1} v_{j-1}$, reorthogonalised.
 
-    ``problem = (loss, params, args)`` is not donated; ``V`` (rows ``v_0..v_j`` filled)
-    is, and is returned with ``v_{j+1} = w / \beta_j`` written in row ``j + 1``.
+    `problem = (loss, params, args)` is not donated; `V` (rows `v_0..v_j` filled)
+    is, and is returned with `v_{j+1} = w / \beta_j` written in row `j + 1`.
     """
     loss, params, args = problem
     v = V[j]
@@ -169,14 +180,14 @@ def _lanczos_step(problem, V, j, beta_prev):
 
 @eqx.filter_jit(donate="all-except-first")
 def _lanczos_restart(key, V, j):
-    """Write a random unit vector orthogonal to rows ``0..j`` of ``V`` into row ``j + 1``."""
+    """Write a random unit vector orthogonal to rows `0..j` of `V` into row `j + 1`."""
     r = jax.random.normal(jax.random.fold_in(key, j), V.shape[1:], V.dtype)
     r = _project_out(r, V, j + 1)
     return V.at[j + 1].set(r / jnp.linalg.norm(r))
 
 
 def _ritz(alpha, beta, lo: int, hi: int):
-    """Eigenpairs ``lo..hi`` (ascending) of the tridiagonal matrix with diagonal ``alpha``."""
+    """Eigenpairs `lo..hi` (ascending) of the tridiagonal matrix with diagonal `alpha`."""
     if alpha.size == 1:
         return alpha.copy(), np.ones((1, 1))
     return scipy.linalg.eigh_tridiagonal(alpha, beta, select="i", select_range=(lo, hi))
@@ -200,6 +211,13 @@ def _lanczos(loss, params, args, v0, key, *, tol, m, k, which, min_iters):
             problem, V, jnp.asarray(j), jnp.asarray(beta[max(j - 1, 0)], dtype)
         )
         alpha[j], b = float(a), float(b)
+        if not (np.isfinite(alpha[j]) and np.isfinite(b)):
+            raise ValueError(
+                f"hessian_eigs: the Hessian-vector product at `params` is not finite (step "
+                f"{j}): the loss or its first two derivatives are NaN or infinite there (a "
+                "log, sqrt or division at the edge of its domain, or an overflow). Check "
+                "loss(params, *args) and jax.grad of it at this point."
+            )
         n = j + 1
         kk = min(k, n)
         w_lo, S_lo = _ritz(alpha[:n], beta[: n - 1], 0, kk - 1)
@@ -249,6 +267,9 @@ def _start_vector(v0, x, key, dtype):
         return r
     if isinstance(v0, HessianEigs):
         v0 = v0.eigenvectors
+    for leaf in jax.tree_util.tree_leaves(v0):
+        if not is_traced(leaf):
+            real_array("v0", leaf, finite=False)
     if not (isinstance(v0, jax.Array | np.ndarray) and np.ndim(v0) in (1, 2)):
         leaves = jax.tree_util.tree_leaves(v0)
         v0 = ravel_pytree(v0)[0] if leaves else None
@@ -307,9 +328,70 @@ def _eigsh(loss, params, args, v0, *, k, which, tol, max_iters):
     return vals, vecs, res, count[0], converged
 
 
+def _check_args(args) -> tuple:
+    """`args` as a tuple; a single array or a dict is refused rather than iterated (a
+    tuple of an array's rows, or of a dict's keys, would reach the loss silently)."""
+    if not isinstance(args, tuple | list):
+        raise TypeError(
+            "`args` must be a tuple (or list) of the loss's extra arguments, e.g. "
+            f"args=(problem.data,); got {type(args).__name__}. Wrap a single argument: "
+            "args=(x,)."
+        )
+    return tuple(args)
+
+
+def _check_params(params, name: str = "params"):
+    """Every leaf of `params` an array of real, finite numbers (concrete values only)."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    if is_traced(leaves):
+        return params
+    out = []
+    for path, leaf in zip(
+        [jax.tree_util.keystr(kp) for kp, _ in jax.tree_util.tree_leaves_with_path(params)], leaves
+    ):
+        arr = real_array(f"{name}{path}", leaf, finite=False)
+        check_finite(f"{name}{path}", arr)
+        out.append(leaf if isinstance(leaf, jax.Array) else jnp.asarray(arr))
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def _loss_and_args(loss, args, params, *, need_params: bool):
+    """`(loss, args, params)` from a [`gdflow.Problem`][] or a bare loss with its `args`:
+    the one way in shared by the spectrum functions."""
+    from ._problem import Problem
+
+    if isinstance(loss, Problem):
+        if not (isinstance(args, tuple | list) and len(args) == 0):
+            raise ValueError(
+                "`args`: a Problem carries its data (passed as loss(params, problem.data)); "
+                "give `args` only with a bare loss function."
+            )
+        if params is None and need_params:
+            params = loss.params0
+        return loss.loss, (loss.data,), params
+    if params is None and need_params:
+        raise TypeError("`params` is required with a bare loss (only a Problem has params0).")
+    args = _check_args(args)
+    if callable(loss) and not args:
+        import inspect
+
+        try:
+            sig = inspect.signature(loss)
+            sig.bind(*([None] * 1))
+        except TypeError:
+            raise TypeError(
+                "`loss` takes more than the parameters, and no `args` were given: pass the "
+                "Problem itself (gf.hessian_eigs(problem, ...), gf.spectrum_along(problem, "
+                "traj)) or the data as args=(problem.data,)."
+            ) from None
+        except ValueError:  # no signature (a builtin or a C function): let the check speak
+            pass
+    return loss, args, params
+
+
 def hessian_eigs(
-    loss: Callable,
-    params: PyTree,
+    loss,
+    params: PyTree = None,
     k: int = 1,
     which: str = "both",
     *,
@@ -321,71 +403,77 @@ def hessian_eigs(
     method: str = "lanczos",
     key: jax.Array | None = None,
 ) -> HessianEigs:
-    r"""The ``k`` smallest and/or largest eigenpairs of :math:`\nabla^2 L(\theta)`.
+    r"""The `k` smallest and/or largest eigenpairs of $\nabla^2 L(\theta)$.
 
-    Only Hessian-vector products :math:`v \mapsto \nabla^2 L(\theta) v` are used (``jvp``
-    of ``grad``, about two gradients each). ``method="lanczos"`` (default) runs Lanczos
+    Only Hessian-vector products $v \mapsto \nabla^2 L(\theta) v$ are used (`jvp`
+    of `grad`, about two gradients each). `method="lanczos"` (default) runs Lanczos
     with full reorthogonalisation (each step one jitted HVP and reorthogonalisation; the
-    small tridiagonal eigenproblem and the stopping test on the host): after ``n`` HVPs,
-    :math:`H V_n = V_n T_n + \beta_n v_{n+1} e_n^\top` with orthonormal :math:`V_n` and
-    tridiagonal :math:`T_n`; the Ritz pairs :math:`(\vartheta_i, V_n s_i)` of :math:`T_n`
-    have residual :math:`\|H y_i - \vartheta_i y_i\| = \beta_n |e_n^\top s_i|`, and the loop
-    stops once every wanted pair has residual :math:`\le` ``tol`` :math:`\cdot\max|\vartheta|`.
-    Since :math:`H` is symmetric, some eigenvalue lies within the residual of each Ritz
+    small tridiagonal eigenproblem and the stopping test on the host): after `n` HVPs,
+    $H V_n = V_n T_n + \beta_n v_{n+1} e_n^\top$ with orthonormal $V_n$ and
+    tridiagonal $T_n$; the Ritz pairs $(\vartheta_i, V_n s_i)$ of $T_n$
+    have residual $\|H y_i - \vartheta_i y_i\| = \beta_n |e_n^\top s_i|$, and the loop
+    stops once every wanted pair has residual $\le$ `tol` $\cdot\max|\vartheta|$.
+    Since $H$ is symmetric, some eigenvalue lies within the residual of each Ritz
     value (within residual²/gap once it is isolated). That it is *the* extreme eigenvalue
     is what a Krylov method cannot prove: a start vector (nearly) orthogonal to the
     extreme eigenvector, or an extreme eigenvalue of multiplicity above one, can hide it.
     Exact invariance (breakdown) is detected and answered by restarting in a random
     orthogonal direction, and warm starts mix in a random component; for a second
-    opinion use ``min_iters`` or a cold start with another ``key``.
+    opinion use `min_iters` or a cold start with another `key`.
 
     Indefinite Hessians need no special treatment: both ends of the spectrum are extremes
-    of the same Krylov space (a shift :math:`H - \sigma I` leaves the Krylov space, and so
-    this method, unchanged; shifts only help the power method). :math:`\lambda_{\min}` of
+    of the same Krylov space (a shift $H - \sigma I$ leaves the Krylov space, and so
+    this method, unchanged; shifts only help the power method). $\lambda_{\min}$ of
     a network's Hessian usually sits at the edge of a dense bulk near zero and needs more
-    iterations than :math:`\lambda_{\max}` (an outlier); an unrestarted Lanczos with full
-    reorthogonalisation spends the fewest HVPs for it, at memory ``max_iters x P``.
-    ``method="eigsh"`` uses ``scipy.sparse.linalg.eigsh`` (ARPACK, implicitly restarted;
-    memory ~``20 x P``) on a jitted HVP: a reference, and the fallback when
-    ``max_iters x P`` floats do not fit in memory. Measured for :math:`\lambda_{\min}`
+    iterations than $\lambda_{\max}$ (an outlier); an unrestarted Lanczos with full
+    reorthogonalisation spends the fewest HVPs for it, at memory `max_iters x P`.
+    `method="eigsh"` uses `scipy.sparse.linalg.eigsh` (ARPACK, implicitly restarted;
+    memory ~`20 x P`) on a jitted HVP: a reference, and the fallback when
+    `max_iters x P` floats do not fit in memory. Measured for $\lambda_{\min}$
     along a GF path of the digits MLP (64-128-128-10, tanh, 25856 parameters;
-    ``benchmarks/spectrum_cost.py``): Lanczos ~90 HVPs per point cold and ~30 warm,
+    `benchmarks/spectrum_cost.py`): Lanczos ~90 HVPs per point cold and ~30 warm,
     ARPACK ~450 and ~160 (its tolerance is relative to the eigenvalue, stricter near 0,
     which accounts for part of the difference), with the same eigenvalues to 1e-9.
 
     **Arguments:**
 
-    - ``loss``: ``loss(params, *args) -> scalar``. Pass data through ``args`` (e.g.
-      ``args=(problem.data,)`` with ``problem.loss``), not in a closure: the solver is
+    - `loss`: a [`gdflow.Problem`][] (its full-data loss, its data), or a bare
+      `loss(params, *args) -> scalar`. Pass data through `args` (e.g.
+      `args=(problem.data,)` with `problem.loss`), not in a closure: the solver is
       jitted and closed-over arrays would be constant-folded into it.
-    - ``params``: the point :math:`\theta`, any pytree of floating arrays.
-    - ``k``: how many eigenvalues at each wanted end.
-    - ``which``: ``"smallest"``, ``"largest"`` or ``"both"``.
-    - ``args``: extra arguments of ``loss``.
-    - ``v0``: warm start: a previous :class:`HessianEigs`, its ``eigenvectors`` (``(r,
-      P)``), one vector ``(P,)`` or a pytree shaped like ``params``. Several vectors are
-      summed; a small random vector is mixed in (weight ``1e-3``) so that no
+    - `params`: the point $\theta$, any pytree of floating arrays (default for a
+      Problem: `problem.params0`).
+    - `k`: how many eigenvalues at each wanted end.
+    - `which`: `"smallest"`, `"largest"` or `"both"`.
+    - `args`: extra arguments of `loss`.
+    - `v0`: warm start: a previous [`gdflow.HessianEigs`][], its `eigenvectors` (`(r,
+      P)`), one vector `(P,)` or a pytree shaped like `params`. Several vectors are
+      summed; a small random vector is mixed in (weight `1e-3`) so that no
       eigendirection is absent from the Krylov space. The saving is logarithmic: from a
-      start vector with error :math:`\epsilon` Lanczos needs about
-      :math:`\log(\epsilon/\mathrm{tol})` instead of :math:`\log(1/\mathrm{tol})`
+      start vector with error $\epsilon$ Lanczos needs about
+      $\log(\epsilon/\mathrm{tol})$ instead of $\log(1/\mathrm{tol})$
       convergence periods. Caveat: if the extreme eigenvalue has changed eigenvector (a
       crossing), the new one has a small component in the start vector and the solve may
-      converge first to the old one, reporting an eigenvalue too high (for ``"smallest"``)
+      converge first to the old one, reporting an eigenvalue too high (for `"smallest"`)
       by up to the gap Lanczos could not resolve; cold starts are the safe choice.
-    - ``tol``: relative residual tolerance (see above); for ``"eigsh"``, ARPACK's ``tol``
+    - `tol`: relative residual tolerance (see above); for `"eigsh"`, ARPACK's `tol`
       (residual relative to each eigenvalue, stricter near zero).
-    - ``max_iters``: maximal number of Lanczos steps (= HVPs; default ``min(P, 300)``);
-      for ``"eigsh"`` ARPACK's ``maxiter`` (restarts).
-    - ``min_iters``: Lanczos steps to take before convergence may be declared (a guard
+    - `max_iters`: maximal number of Lanczos steps (= HVPs; default `min(P, 300)`);
+      for `"eigsh"` ARPACK's `maxiter` (restarts).
+    - `min_iters`: Lanczos steps to take before convergence may be declared (a guard
       against accepting an early, non-extreme Ritz pair from a poor start vector).
-    - ``method``: ``"lanczos"`` or ``"eigsh"``.
-    - ``key``: PRNG key for the random start (default ``PRNGKey(0)``: reproducible).
+    - `method`: `"lanczos"` or `"eigsh"`.
+    - `key`: PRNG key for the random start (default `PRNGKey(0)`: reproducible).
 
-    **Returns:** a :class:`HessianEigs`.
+    **Returns:** a [`gdflow.HessianEigs`][].
 
-    **Raises:** ``ValueError`` for bad ``k``, ``which``, ``tol``, ``method`` or ``v0``. A
-    ``RuntimeWarning`` if the tolerance is not met within ``max_iters`` (the values are
-    returned with ``converged=False``).
+    **Raises:** `ValueError` for bad `k`, `which`, `tol`, `method` or `v0`,
+    non-finite `params`, a `loss` that fails on `params` or does not return a scalar,
+    or a Hessian-vector product that is not finite; `TypeError` for a non-callable or
+    integer-valued `loss`, `args` that is not a tuple or list, non-numeric `params`
+    or a `key` that is not a PRNG key. The loss is checked abstractly
+    (`jax.eval_shape`) before any HVP. A `RuntimeWarning` if the tolerance is not met
+    within `max_iters` (the values are returned with `converged=False`).
 
     ```python
     import jax.numpy as jnp, gdflow as gf
@@ -395,26 +483,28 @@ def hessian_eigs(
     res.lambda_min, res.lambda_max  # (-1.0, 3.0)
     ```
 
-    Reference: Elkabetz & Cohen, NeurIPS 2021 (``gf-vs-gd-neural-networks.md``,
+    Reference: Elkabetz & Cohen, NeurIPS 2021 (`gf-vs-gd-neural-networks.md`,
     Theorem 1); Golub & Van Loan, *Matrix Computations*, §10.1 (Lanczos), §10.3
     (reorthogonalisation).
     """
+    loss, args, params = _loss_and_args(loss, args, params, need_params=True)
     k = positive_int("k", k)
     one_of("which", which, _WHICH)
     one_of("method", method, _METHODS)
     tol = positive_finite("tol", tol)
     min_iters = positive_int("min_iters", min_iters)
-    args = tuple(args)
+    params = _check_params(params)
     x, unravel = ravel_pytree(params)
     if x.size == 0:
         raise ValueError("`params` holds no parameters.")
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"`params` must be floating point, got dtype {x.dtype}.")
+    check_scalar_loss(loss, params, args)
     P = int(x.shape[0])
     if max_iters is None:
         max_iters = min(P, 300)
     max_iters = positive_int("max_iters", max_iters)
-    key = jax.random.PRNGKey(0) if key is None else key
+    key = jax.random.PRNGKey(0) if key is None else prng_key("key", key)
     k_start, k_loop = jax.random.split(key)
     start = _start_vector(v0, x, k_start, x.dtype)
 
@@ -465,13 +555,13 @@ class SpectrumPath(eqx.Module):
 
     **Attributes:**
 
-    - ``ts``: the trajectory's times, shape ``(T,)``.
-    - ``eigenvalues``: shape ``(T, r)``, row ``i`` ascending as in
-      :class:`HessianEigs` (``r = k`` or ``2k``).
-    - ``hvps``: Hessian-vector products per point, shape ``(T,)`` (NumPy int).
-    - ``seconds``: wall time per point, shape ``(T,)`` (the first includes compilation).
-    - ``converged``: per point, shape ``(T,)`` (NumPy bool).
-    - ``last``: the :class:`HessianEigs` at the final point (with eigenvectors, e.g. to
+    - `ts`: the trajectory's times, shape `(T,)`.
+    - `eigenvalues`: shape `(T, r)`, row `i` ascending as in
+      [`gdflow.HessianEigs`][] (`r = k` or `2k`).
+    - `hvps`: Hessian-vector products per point, shape `(T,)` (NumPy int).
+    - `seconds`: wall time per point, shape `(T,)` (the first includes compilation).
+    - `converged`: per point, shape `(T,)` (NumPy bool).
+    - `last`: the [`gdflow.HessianEigs`][] at the final point (with eigenvectors, e.g. to
       warm-start a continuation).
     """
 
@@ -485,27 +575,27 @@ class SpectrumPath(eqx.Module):
 
     @property
     def lambda_min(self) -> jax.Array:
-        r""":math:`\lambda_{\min}(t)`, shape ``(T,)``."""
+        r"""$\lambda_{\min}(t)$, shape `(T,)`."""
         if self.which == "largest":
             raise ValueError("This path holds the largest eigenvalues; use which='both'.")
         return self.eigenvalues[:, 0]
 
     @property
     def lambda_max(self) -> jax.Array:
-        r""":math:`\lambda_{\max}(t)`, shape ``(T,)``."""
+        r"""$\lambda_{\max}(t)$, shape `(T,)`."""
         if self.which == "smallest":
             raise ValueError("This path holds the smallest eigenvalues; use which='both'.")
         return self.eigenvalues[:, -1]
 
 
 def _extrapolate(a: HessianEigs, b: HessianEigs, ta: float, tb: float, t: float):
-    r"""Warm-start vectors for time ``t`` from the eigenvectors at ``ta < tb``.
+    r"""Warm-start vectors for time `t` from the eigenvectors at `ta < tb`.
 
-    Linear extrapolation :math:`u(t) \approx u_b + \frac{t - t_b}{t_b - t_a}(u_b - u_a)`
-    (signs aligned first) cuts the start vector's error from :math:`O(\Delta t)` to
-    :math:`O(\Delta t^2)` on a smooth path; Lanczos's iteration count grows with the log
+    Linear extrapolation $u(t) \approx u_b + \frac{t - t_b}{t_b - t_a}(u_b - u_a)$
+    (signs aligned first) cuts the start vector's error from $O(\Delta t)$ to
+    $O(\Delta t^2)$ on a smooth path; Lanczos's iteration count grows with the log
     of that error, so this roughly halves the cost of a warm solve (measured in
-    ``benchmarks/spectrum_cost.py``). A pair whose vectors disagree (overlap < 0.9: the
+    `benchmarks/spectrum_cost.py`). A pair whose vectors disagree (overlap < 0.9: the
     eigenvalues have crossed or the vector rotated within a cluster) is not extrapolated.
     """
     ua, ub = np.asarray(a.eigenvectors), np.asarray(b.eigenvectors)
@@ -519,7 +609,7 @@ def _extrapolate(a: HessianEigs, b: HessianEigs, ta: float, tb: float, t: float)
 
 
 def spectrum_along(
-    loss: Callable,
+    loss,
     traj,
     k: int = 1,
     *,
@@ -530,35 +620,39 @@ def spectrum_along(
     progress: bool | None = None,
     **eig_kwargs,
 ) -> SpectrumPath:
-    r"""Extreme Hessian eigenvalues at every saved point of a :class:`~gdflow.Trajectory`.
+    r"""Extreme Hessian eigenvalues at every saved point of a [`gdflow.Trajectory`][].
 
-    Runs :func:`hessian_eigs` at :math:`\theta(t_i)` for each saved time, warm-started
+    Runs [`gdflow.hessian_eigs`][] at $\theta(t_i)$ for each saved time, warm-started
     from the eigenvectors of the two previous points, extrapolated linearly in time (from
     the previous point alone at the second point): along a smooth path consecutive
     Hessians differ little, so these are already good Ritz vectors and far fewer HVPs are
-    needed than from a random start (``benchmarks/spectrum_cost.py``). See
-    :func:`hessian_eigs` for what a warm start can miss (an eigenvalue crossing);
-    ``warm_start=False`` solves every point from scratch.
+    needed than from a random start (`benchmarks/spectrum_cost.py`). See
+    [`gdflow.hessian_eigs`][] for what a warm start can miss (an eigenvalue crossing);
+    `warm_start=False` solves every point from scratch.
 
     **Arguments:**
 
-    - ``loss``: ``loss(params, *args)``, e.g. ``problem.loss`` with
-      ``args=(problem.data,)``.
-    - ``traj``: a :class:`~gdflow.Trajectory` (discrete or continuous; its saved points
+    - `loss`: a [`gdflow.Problem`][], or a bare `loss(params, *args)`, e.g.
+      `problem.loss` with `args=(problem.data,)`.
+    - `traj`: a [`gdflow.Trajectory`][] (discrete or continuous; its saved points
       are used).
-    - ``k``, ``which``: as in :func:`hessian_eigs`.
-    - ``warm_start``: start each point from the previous eigenvectors (default) or cold.
-    - ``every``: use every ``every``-th saved point (and always the last).
-    - ``progress``: show a tqdm bar; ``None`` shows one for 20 points or more when the
+    - `k`, `which`: as in [`gdflow.hessian_eigs`][].
+    - `warm_start`: start each point from the previous eigenvectors (default) or cold.
+    - `every`: use every `every`-th saved point (and always the last).
+    - `progress`: show a tqdm bar; `None` shows one for 20 points or more when the
       output is a terminal.
-    - ``eig_kwargs``: passed to :func:`hessian_eigs` (``tol``, ``max_iters``, ``method``,
-      ``min_iters``, ``key``).
+    - `eig_kwargs`: passed to [`gdflow.hessian_eigs`][] (`tol`, `max_iters`, `method`,
+      `min_iters`, `key`).
 
-    **Returns:** a :class:`SpectrumPath`. One ``RuntimeWarning`` summarises the points
+    **Returns:** a [`gdflow.SpectrumPath`][]. One `RuntimeWarning` summarises the points
     that did not converge, if any.
 
+    **Raises:** as [`gdflow.hessian_eigs`][], checked once before the first point; a
+    `ValueError` naming the index if a used point of `traj` is not finite (a run that
+    diverged); a `TypeError` for options `hessian_eigs` does not take.
+
     ```python
-    path = gf.spectrum_along(problem.loss, flow, args=(problem.data,))
+    path = gf.spectrum_along(problem, flow)  # or (problem.loss, flow, args=(problem.data,))
     path.lambda_min  # (T,)
     ```
     """
@@ -576,12 +670,31 @@ def spectrum_along(
             f"`traj` must be a gdflow.Trajectory; got {type(traj).__name__}. For one point "
             "use hessian_eigs(loss, params)."
         )
+    unknown = sorted(set(eig_kwargs) - _EIG_KWARGS)
+    if unknown:
+        raise TypeError(
+            f"spectrum_along got unknown keyword argument(s) {unknown}; the options passed "
+            f"on to hessian_eigs are {sorted(_EIG_KWARGS)}."
+        )
+    loss, args, _ = _loss_and_args(loss, args, None, need_params=False)
     T = len(traj)
     if T == 0:
         raise ValueError("`traj` is empty.")
     idx = list(range(0, T, every))
     if idx[-1] != T - 1:
         idx.append(T - 1)
+    ts_all = np.asarray(traj.ts, dtype=np.float64)
+    for i in idx:
+        point = traj.at(i)
+        if not is_traced(point) and not all(
+            bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree_util.tree_leaves(point)
+        ):
+            raise ValueError(
+                f"`traj` holds a non-finite point at index {i} (t={ts_all[i]:g}): a run "
+                "that diverged has no Hessian there. Pass the part of the run before it "
+                f"(its first {i} points, e.g. rerun with fewer steps)."
+            )
+    check_scalar_loss(loss, traj.at(idx[0]), args)
     show = (len(idx) >= 20) if progress is None else bool(progress)
     it = tqdm(idx, desc="Hessian spectrum", disable=None if show else True, leave=False)
 

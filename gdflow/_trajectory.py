@@ -12,6 +12,7 @@ import numpy as np
 from ._custom_types import PyTree
 from ._stats import AbstractStats
 from ._time import match_times
+from ._validate import real_array
 
 __all__ = ["Trajectory"]
 
@@ -135,6 +136,8 @@ class Trajectory(eqx.Module):
         package's one time rule, `gdflow._time`); asking for another time raises
         `ValueError`.
         """
+        if not isinstance(ts, jax.core.Tracer):
+            ts = real_array("ts", ts)  # a clear error for strings, NaN, complex
         ts = jnp.atleast_1d(jnp.asarray(ts, dtype=self.ts.dtype))
         if self.evaluator is not None:
             return self.evaluator(ts)

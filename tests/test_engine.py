@@ -284,3 +284,17 @@ def test_custom_batching_with_indices_out_of_range_is_refused():
     problem, _ = _least_squares_with_flow()
     with pytest.raises(ValueError, match="outside \\[0, n\\)"):
         gf.sgd(problem, 0.1, 1, _OutOfRange())
+
+
+def test_trajectory_slices_keep_their_kind_and_evaluate_checks_times():
+    _, problem = _quadratic()
+    flow = gf.gradient_flow(problem, 1.0, ts=jnp.linspace(0.0, 1.0, 11))
+    sub = flow[::5]
+    assert len(sub) == 3 and sub.continuous and sub.stats is flow.stats
+    np.testing.assert_array_equal(np.asarray(sub.ts), np.asarray(flow.ts)[::5])
+    with pytest.raises(TypeError, match="traj.at\\(i\\)"):
+        flow[3]
+    with pytest.raises(TypeError, match="`ts`"):
+        flow.evaluate(["a"])
+    with pytest.raises(ValueError, match="`ts`"):
+        flow.evaluate([float("nan")])

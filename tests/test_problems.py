@@ -29,7 +29,9 @@ def test_least_squares_batch_gradient_is_text_formula():
 def test_random_least_squares_shapes_and_consistency():
     problem = gf.problems.random_least_squares(50, 5, noise=0.0, key=jax.random.key(1))
     X, y = np.asarray(problem.data["X"]), np.asarray(problem.data["y"])
-    assert X.shape == (50, 5) and problem.n == 50 and isinstance(problem.structure, gf.LeastSquares)
+    assert (
+        X.shape == (50, 5) and problem.n == 50 and isinstance(problem.structure, gf.LeastSquares)
+    )
     sol = np.linalg.lstsq(X, y, rcond=None)[0]
     np.testing.assert_allclose(X @ sol, y, atol=1e-10)  # noise-free: consistent system
 

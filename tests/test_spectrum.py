@@ -178,3 +178,20 @@ def test_repeated_extreme_eigenvalue_is_not_hidden(diag, k, which):
     want = {"smallest": ev[:k], "largest": ev[-k:], "both": np.concatenate([ev[:k], ev[-k:]])}
     np.testing.assert_allclose(res.eigenvalues, want[which], atol=1e-12)
     assert res.converged
+
+
+def test_spectrum_functions_take_a_problem_like_every_entry_point():
+    H = jnp.diag(jnp.array([-1.0, 0.5, 2.0]))
+    problem = gf.problems.quadratic(H, params0=jnp.array([0.3, -0.2, 1.0]))
+    direct = gf.hessian_eigs(problem.loss, problem.params0, args=(problem.data,))
+    via = gf.hessian_eigs(problem)
+    np.testing.assert_allclose(float(via.lambda_min), -1.0, atol=1e-8)
+    np.testing.assert_allclose(float(via.lambda_max), 2.0, atol=1e-8)
+    np.testing.assert_array_equal(np.asarray(via.eigenvalues), np.asarray(direct.eigenvalues))
+    traj = gf.gd(problem, 0.1, 4, save_every=2)
+    path = gf.spectrum_along(problem, traj)
+    np.testing.assert_allclose(np.asarray(path.lambda_max), [2.0, 2.0, 2.0], atol=1e-8)
+    with pytest.raises(TypeError, match="pass the Problem itself"):
+        gf.spectrum_along(problem.loss, traj)  # the data was forgotten
+    with pytest.raises(ValueError, match="`args`: a Problem carries its data"):
+        gf.hessian_eigs(problem, args=(problem.data,))

@@ -10,7 +10,7 @@ __all__ = ["compile_timed", "run_compiled"]
 
 
 def compile_timed(fn, *args):
-    """Lower and compile the (``eqx.filter_jit``-wrapped) `fn` for `args`.
+    """Lower and compile the (`eqx.filter_jit`-wrapped) `fn` for `args`.
 
     Returns the compiled callable and the seconds compilation took. The compiled object is
     called with the same `args` structure; reuse it to run many times without retracing.

@@ -1,33 +1,35 @@
 r"""Parallel-beam X-ray tomography: the splitting text's "real linear system".
 
-The geometry is that of AIR Tools II's ``paralleltomo`` (Hansen & Jørgensen, 2018), the
+The geometry is that of AIR Tools II's `paralleltomo` (Hansen & Jørgensen, 2018), the
 source of the 12780 × 2500 system in sgd-as-ode-splitting.md ("Tomography data from
 AIRTools II 12780 × 2500, b = 60, relative error 1e-3"); see
-``../shared/sources/sgd-as-ode-splitting.md``.
+`../shared/sources/sgd-as-ode-splitting.md`.
 
-**Geometry.** The image is an ``N × N`` grid of unit pixels covering
-:math:`[-N/2, N/2]^2`. For every angle :math:`\theta` (degrees) there are ``p`` parallel
-rays with signed offsets :math:`s_j` = ``linspace(-d/2, d/2, p)``. Ray :math:`(\theta, s)`
+**Geometry.** The image is an `N × N` grid of unit pixels covering
+$[-N/2, N/2]^2$. For every angle $\theta$ (degrees) there are `p` parallel
+rays with signed offsets $s_j$ = `linspace(-d/2, d/2, p)`. Ray $(\theta, s)$
 is the line
 
-.. math::  r(t) = s\,(\cos\theta, \sin\theta) + t\,(-\sin\theta, \cos\theta),
+$$
+r(t) = s\,(\cos\theta, \sin\theta) + t\,(-\sin\theta, \cos\theta),
+$$
 
-i.e. the line :math:`\{x : x\cdot(\cos\theta,\sin\theta) = s\}`. Row ``i·p + j`` of
-:math:`A` (angle ``i``, ray ``j``, both counted from 0) holds the length of that line
-inside each pixel, so :math:`(Ax)_{ij}` is the line integral of the piecewise-constant
-image ``x``.
+i.e. the line $\{x : x\cdot(\cos\theta,\sin\theta) = s\}$. Row `i·p + j` of
+$A$ (angle `i`, ray `j`, both counted from 0) holds the length of that line
+inside each pixel, so $(Ax)_{ij}$ is the line integral of the piecewise-constant
+image `x`.
 
-**Pixel order** is AIR Tools' (MATLAB's ``x = X(:)``): the image ``X`` has row index
-``r`` running from the top (:math:`y` near :math:`N/2`) down and column index ``c``
-running along :math:`x`; pixel ``(r, c)`` is column ``c·N + r`` of :math:`A` (column-major).
-Use :meth:`Tomography.image` to turn a parameter vector into the ``N × N`` picture.
+**Pixel order** is AIR Tools' (MATLAB's `x = X(:)`): the image `X` has row index
+`r` running from the top ($y$ near $N/2$) down and column index `c`
+running along $x$; pixel `(r, c)` is column `c·N + r` of $A$ (column-major).
+Use [`gdflow.problems.Tomography.image`][] to turn a parameter vector into the `N × N` picture.
 
 **Boundary convention** (as AIR Tools): pixels are half-open,
-:math:`[c, c+1) \times [r', r'+1)` in shifted coordinates, so a ray running exactly along
+$[c, c+1) \times [r', r'+1)$ in shifted coordinates, so a ray running exactly along
 an interior grid line is charged to the pixels to its right (vertical rays) or above it
 (horizontal rays), and a ray running along the top or right edge of the square gives an
-empty row. With the defaults (``d = p - 1``, integer offsets, integer grid lines for even
-``N``) the 0° and 90° rays do run along grid lines, so this convention matters.
+empty row. With the defaults (`d = p - 1`, integer offsets, integer grid lines for even
+`N`) the 0° and 90° rays do run along grid lines, so this convention matters.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from .._validate import nonnegative_finite, positive_int
+from .._validate import nonnegative_finite, positive_int, prng_key, real_array
 
 __all__ = ["Tomography", "parallel_beam_matrix", "shepp_logan", "tomography"]
 
@@ -67,21 +69,21 @@ _TINY = 1e-10
 
 
 class Tomography(NamedTuple):
-    r"""A parallel-beam tomography test problem (returned by :func:`tomography`).
+    r"""A parallel-beam tomography test problem (returned by [`gdflow.problems.tomography`][]).
 
     **Fields:**
 
-    - ``problem``: the least-squares :class:`gdflow.Problem` with data
-      ``{"X": A (dense, (n, N²)), "y": b (n,)}``, loss
-      :math:`\frac1n\sum_i \tfrac12(a_i^\top\theta - b_i)^2` and ``params0`` zeros.
-    - ``A``: the same system matrix as a ``scipy.sparse.csr_matrix`` of shape
-      ``(len(angles)·p, N²)`` (≈ 2 % nonzeros at ``N = 50``).
-    - ``x_true``: the phantom as a vector of length ``N²`` in the column order of ``A``,
-      values in :math:`[0, 1]`.
-    - ``b``: the right-hand side :math:`A x_{\mathrm{true}}` (plus noise if asked for).
-    - ``shape``: ``(N, N)``.
-    - ``angles``: the projection angles in degrees, shape ``(len(angles),)``.
-    - ``offsets``: the ray offsets ``linspace(-d/2, d/2, p)``, shape ``(p,)``.
+    - `problem`: the least-squares [`gdflow.Problem`][] with data
+      `{"X": A (dense, (n, N²)), "y": b (n,)}`, loss
+      $\frac1n\sum_i \tfrac12(a_i^\top\theta - b_i)^2$ and `params0` zeros.
+    - `A`: the same system matrix as a `scipy.sparse.csr_matrix` of shape
+      `(len(angles)·p, N²)` (≈ 2 % nonzeros at `N = 50`).
+    - `x_true`: the phantom as a vector of length `N²` in the column order of `A`,
+      values in $[0, 1]$.
+    - `b`: the right-hand side $A x_{\mathrm{true}}$ (plus noise if asked for).
+    - `shape`: `(N, N)`.
+    - `angles`: the projection angles in degrees, shape `(len(angles),)`.
+    - `offsets`: the ray offsets `linspace(-d/2, d/2, p)`, shape `(p,)`.
     """
 
     problem: object
@@ -93,7 +95,7 @@ class Tomography(NamedTuple):
     offsets: np.ndarray
 
     def image(self, v) -> np.ndarray:
-        """The ``N × N`` picture of a vector ``v`` of length ``N²`` (top row first)."""
+        """The `N × N` picture of a vector `v` of length `N²` (top row first)."""
         return np.reshape(np.asarray(v), self.shape, order="F")
 
 
@@ -101,7 +103,7 @@ def _cosd_sind(angles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """cos and sin of angles in degrees, exact at multiples of 90° (as MATLAB's cosd/sind).
 
     Exactness matters: at 0° and 90° the default rays lie on grid lines, and
-    ``cos(pi/2) = 6e-17`` would tilt them across a whole row of pixels.
+    `cos(pi/2) = 6e-17` would tilt them across a whole row of pixels.
     """
     r = np.mod(angles, 360.0)
     c = np.cos(np.deg2rad(r))
@@ -119,7 +121,7 @@ def _default_geometry(N, angles, p, d):
     N = positive_int("N", N)
     if angles is None:
         angles = np.arange(180.0)
-    angles = np.atleast_1d(np.asarray(angles, dtype=float))
+    angles = np.atleast_1d(real_array("angles", angles, finite=False).astype(float))
     if angles.ndim != 1 or angles.size == 0 or not np.all(np.isfinite(angles)):
         raise ValueError(
             "`angles` must be a non-empty 1-d array of finite angles in degrees, e.g. "
@@ -197,28 +199,28 @@ def _rays_block(N, c, s, off, row0):
 
 
 def parallel_beam_matrix(N: int = 50, angles=None, p=None, d=None) -> sp.csr_matrix:
-    r"""The parallel-beam system matrix of AIR Tools II ``paralleltomo(N, angles, p, d)``.
+    r"""The parallel-beam system matrix of AIR Tools II `paralleltomo(N, angles, p, d)`.
 
-    Entry :math:`A_{(i,j),k}` is the length of ray :math:`(\theta_i, s_j)` inside pixel
-    ``k``; see the module docstring for the geometry, pixel order and boundary convention.
+    Entry $A_{(i,j),k}$ is the length of ray $(\theta_i, s_j)$ inside pixel
+    `k`; see the module docstring for the geometry, pixel order and boundary convention.
     Each row therefore sums to the chord length of its line through the square
-    :math:`[-N/2, N/2)^2`.
+    $[-N/2, N/2)^2$.
 
     **Arguments:**
 
-    - ``N``: pixels per side (the domain is :math:`[-N/2, N/2]^2`, pixels of size 1).
-    - ``angles``: projection angles in degrees; default ``0, 1, …, 179``.
-    - ``p``: rays per angle; default ``round(sqrt(2)·N)`` (71 for ``N = 50``).
-    - ``d``: distance between the first and last ray; default ``p - 1`` (unit spacing).
+    - `N`: pixels per side (the domain is $[-N/2, N/2]^2$, pixels of size 1).
+    - `angles`: projection angles in degrees; default `0, 1, …, 179`.
+    - `p`: rays per angle; default `round(sqrt(2)·N)` (71 for `N = 50`).
+    - `d`: distance between the first and last ray; default `p - 1` (unit spacing).
 
-    **Returns:** a ``scipy.sparse.csr_matrix`` of shape ``(len(angles)·p, N²)``, rows
-    ordered angle-major (row ``i·p + j``).
+    **Returns:** a `scipy.sparse.csr_matrix` of shape `(len(angles)·p, N²)`, rows
+    ordered angle-major (row `i·p + j`).
 
-    **Raises:** ``ValueError`` for a non-positive ``N`` or ``p``, negative ``d``, or
-    empty/non-finite ``angles``.
+    **Raises:** `ValueError` for a non-positive `N` or `p`, negative `d`, or
+    empty/non-finite `angles`.
 
-    Cost: :math:`O(R\,N\log N)` for ``R`` rays (a sort of ``2N + 4`` crossing times per
-    ray), vectorised over blocks of rays; ``N = 50`` takes well under a second.
+    Cost: $O(R\,N\log N)$ for `R` rays (a sort of `2N + 4` crossing times per
+    ray), vectorised over blocks of rays; `N = 50` takes well under a second.
     """
     N, angles, p, d, offsets = _default_geometry(N, angles, p, d)
     c, s = _cosd_sind(angles)
@@ -239,15 +241,15 @@ def parallel_beam_matrix(N: int = 50, angles=None, p=None, d=None) -> sp.csr_mat
 
 
 def shepp_logan(N: int = 50) -> np.ndarray:
-    r"""The modified Shepp–Logan head phantom on an ``N × N`` grid, values in :math:`[0, 1]`.
+    r"""The modified Shepp–Logan head phantom on an `N × N` grid, values in $[0, 1]$.
 
-    Pixel ``(r, c)`` (row ``r`` from the top) takes the sum of the intensities of the
+    Pixel `(r, c)` (row `r` from the top) takes the sum of the intensities of the
     ellipses of Toft's modified Shepp–Logan table that contain its centre, in coordinates
-    where the pixel centres span :math:`[-1, 1]` (:math:`x` along columns, :math:`y` up),
-    and negative sums are set to 0 — the phantom of AIR Tools' ``phantomgallery``.
+    where the pixel centres span $[-1, 1]$ ($x$ along columns, $y$ up),
+    and negative sums are set to 0 — the phantom of AIR Tools' `phantomgallery`.
 
-    **Returns:** an ``(N, N)`` float array; ``shepp_logan(N).ravel(order="F")`` is the
-    vector in the column order of :func:`parallel_beam_matrix`.
+    **Returns:** an `(N, N)` float array; `shepp_logan(N).ravel(order="F")` is the
+    vector in the column order of [`gdflow.problems.parallel_beam_matrix`][].
     """
     N = positive_int("N", N)
     xn = (np.arange(N) - (N - 1) / 2) / ((N - 1) / 2) if N > 1 else np.zeros(1)
@@ -275,36 +277,38 @@ def tomography(
 ) -> Tomography:
     r"""The parallel-beam tomography least-squares problem of the splitting text.
 
-    Builds the AIR Tools II ``paralleltomo`` system :math:`A` (see
-    :func:`parallel_beam_matrix`), a phantom :math:`x_{\mathrm{true}}` and
-    :math:`b = A x_{\mathrm{true}} + e`, and wraps them as the least-squares problem
+    Builds the AIR Tools II `paralleltomo` system $A$ (see
+    [`gdflow.problems.parallel_beam_matrix`][]), a phantom $x_{\mathrm{true}}$ and
+    $b = A x_{\mathrm{true}} + e$, and wraps them as the least-squares problem
 
-    .. math::  L(\theta) = \frac1n \sum_{i=1}^n \tfrac12 (a_i^\top\theta - b_i)^2
+    $$
+    L(\theta) = \frac1n \sum_{i=1}^n \tfrac12 (a_i^\top\theta - b_i)^2
+    $$
 
-    (``gf.problems.least_squares(A_dense, b)``, ``params0 = 0``). Without noise and with
-    the default geometry :math:`A` has full column rank (checked numerically for
-    ``N`` = 4, 5, 10, 20, 30, 50; :math:`\sigma_{\min} = 0.138` at ``N = 50``), so the
+    (`gf.problems.least_squares(A_dense, b)`, `params0 = 0`). Without noise and with
+    the default geometry $A$ has full column rank (checked numerically for
+    `N` = 4, 5, 10, 20, 30, 50; $\sigma_{\min} = 0.138$ at `N = 50`), so the
     least-squares solution is the phantom itself.
 
-    With the defaults (``N = 50``) this is the text's 12780 × 2500 system; the dense copy
-    inside the problem takes ``n·N²·8`` bytes (256 MB at ``N = 50`` in float64).
+    With the defaults (`N = 50`) this is the text's 12780 × 2500 system; the dense copy
+    inside the problem takes `n·N²·8` bytes (256 MB at `N = 50` in float64).
 
     **Arguments:**
 
-    - ``N``, ``angles``, ``p``, ``d``: the geometry, as in :func:`parallel_beam_matrix`
-      (defaults: 0..179°, ``round(sqrt(2)·N)`` rays, ``d = p - 1``).
-    - ``phantom``: ``"shepp_logan"`` (the modified Shepp–Logan head, as AIR Tools'
-      default), or an array of shape ``(N, N)`` (top row first) or ``(N²,)`` (in the
-      column order of ``A``).
-    - ``noise``: relative noise level :math:`\eta \ge 0`: :math:`e = \eta\,|Ax|\,g/|g|`
-      with :math:`g` standard Gaussian (AIR Tools' convention).
-    - ``key``: a ``jax.random`` key, required when ``noise > 0``.
+    - `N`, `angles`, `p`, `d`: the geometry, as in [`gdflow.problems.parallel_beam_matrix`][]
+      (defaults: 0..179°, `round(sqrt(2)·N)` rays, `d = p - 1`).
+    - `phantom`: `"shepp_logan"` (the modified Shepp–Logan head, as AIR Tools'
+      default), or an array of shape `(N, N)` (top row first) or `(N²,)` (in the
+      column order of `A`).
+    - `noise`: relative noise level $\eta \ge 0$: $e = \eta\,|Ax|\,g/|g|$
+      with $g$ standard Gaussian (AIR Tools' convention).
+    - `key`: a `jax.random` key, required when `noise > 0`.
 
-    **Returns:** a :class:`Tomography` ``(problem, A, x_true, b, shape, angles,
-    offsets)``.
+    **Returns:** a [`gdflow.problems.Tomography`][] `(problem, A, x_true, b, shape, angles,
+    offsets)`.
 
-    **Raises:** ``ValueError`` for bad geometry, an unknown phantom name or a phantom
-    of the wrong shape, a negative ``noise``, or ``noise > 0`` without ``key``.
+    **Raises:** `ValueError` for bad geometry, an unknown phantom name or a phantom
+    of the wrong shape, a negative `noise`, or `noise > 0` without `key`.
 
     ```python
     import gdflow as gf
@@ -321,7 +325,7 @@ def tomography(
             )
         x_true = shepp_logan(N).ravel(order="F")
     else:
-        img = np.asarray(phantom, dtype=float)
+        img = real_array("phantom", phantom).astype(float)
         if img.shape == (N, N):
             x_true = img.ravel(order="F")
         elif img.shape == (N * N,):
@@ -335,6 +339,7 @@ def tomography(
     if noise > 0:
         if key is None:
             raise ValueError("`noise` > 0 needs a random `key=` (e.g. jax.random.key(0)).")
+        prng_key("key", key)
         import jax
 
         g = np.asarray(jax.random.normal(key, b.shape), dtype=float)

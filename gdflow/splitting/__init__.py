@@ -1,15 +1,15 @@
 r"""Splitting optimisers and switched minibatch flows.
 
 Minibatch SGD over a fixed batch order is Lie–Trotter splitting of gradient flow, with
-each batch's local flow :math:`\dot\theta = -\nabla L_j(\theta)` solved by one Euler
+each batch's local flow $\dot\theta = -\nabla L_j(\theta)$ solved by one Euler
 step. Solving the local flows exactly gives the switched flow; the two-point case is the
-minibatch text's closed form. References: ``../shared/sources/sgd-as-ode-splitting.md``,
-``../shared/sources/minibatch-gradient-flow.md``.
+minibatch text's closed form. References: `../shared/sources/sgd-as-ode-splitting.md`,
+`../shared/sources/minibatch-gradient-flow.md`.
 
-Layout: schemes (``_schemes.py``), local solvers (``_euler.py``, ``_exact.py``,
-``_local_ode.py`` over ``_base.py``), the method the engine runs (``_method.py``), the
-public entry point (``_split.py``), switched flows (``_switched.py``) and the two-point
-closed form (``_two_point.py``).
+Layout: schemes (`_schemes.py`), local solvers (`_euler.py`, `_exact.py`,
+`_local_ode.py` over `_base.py`), the method the engine runs (`_method.py`), the
+public entry point (`_split.py`), switched flows (`_switched.py`) and the two-point
+closed form (`_two_point.py`).
 """
 
 from ._base import AbstractLocalSolver as AbstractLocalSolver

@@ -2,21 +2,21 @@ r"""Shared machinery of the splitting optimiser: the local-solver interface and 
 
 A *local solver* advances one batch's local flow
 
-.. math::
+$$
+\dot\theta = -\nabla L_j(\theta), \qquad L_j = \text{mean loss over batch } j,
+$$
 
-    \dot\theta = -\nabla L_j(\theta), \qquad L_j = \text{mean loss over batch } j,
-
-for a dwell time ``dt`` (``lr`` for Lie–Trotter, ``lr/2`` for the half-steps of Strang).
+for a dwell time `dt` (`lr` for Lie–Trotter, `lr/2` for the half-steps of Strang).
 It works in two phases so that anything depending only on the batch (a QR factorisation,
 an eigendecomposition) is computed once per batch and reused every epoch:
 
-- ``prepare(problem, batch) -> factors``: per-batch precomputation, mapped over the
-  ``m`` batches of an epoch (once per run for a fixed partition such as ``RoundRobin``;
-  once per epoch when the partition changes, as with ``Reshuffle``);
-- ``solve(problem, factors, params, dt) -> (params, ode_steps)``: one local solve.
+- `prepare(problem, batch) -> factors`: per-batch precomputation, mapped over the
+  `m` batches of an epoch (once per run for a fixed partition such as `RoundRobin`;
+  once per epoch when the partition changes, as with `Reshuffle`);
+- `solve(problem, factors, params, dt) -> (params, ode_steps)`: one local solve.
 
-Reference: ``../shared/sources/sgd-as-ode-splitting.md`` (local ODEs, the QR reduction
-:math:`X_j^\top = Q_jR_j`, :math:`\eta_j = Q_j^\top\theta`).
+Reference: `../shared/sources/sgd-as-ode-splitting.md` (local ODEs, the QR reduction
+$X_j^\top = Q_jR_j$, $\eta_j = Q_j^\top\theta$).
 """
 
 from __future__ import annotations
@@ -69,14 +69,14 @@ class AbstractLocalSolver(eqx.Module):
 
 
 def phi(lam, h):
-    r""":math:`\varphi(\lambda, h) = (1 - e^{-\lambda h})/\lambda`, with :math:`\varphi \to h`
-    as :math:`\lambda \to 0`.
+    r"""$\varphi(\lambda, h) = (1 - e^{-\lambda h})/\lambda$, with $\varphi \to h$
+    as $\lambda \to 0$.
 
-    The affine flow :math:`\dot z = -(\lambda z - d)` moves by
-    :math:`z(h) - z(0) = \varphi(\lambda, h)\,(d - \lambda z(0))`; on a zero eigenvalue
-    (a rank-deficient batch) the flow is linear in time, :math:`z(h) = z(0) + h d`.
-    ``expm1`` keeps full relative accuracy for small :math:`\lambda h`; below
-    :math:`|\lambda h| < 10^{-8}` the two-term series :math:`h(1 - \lambda h/2)` is exact to
+    The affine flow $\dot z = -(\lambda z - d)$ moves by
+    $z(h) - z(0) = \varphi(\lambda, h)\,(d - \lambda z(0))$; on a zero eigenvalue
+    (a rank-deficient batch) the flow is linear in time, $z(h) = z(0) + h d$.
+    `expm1` keeps full relative accuracy for small $\lambda h$; below
+    $|\lambda h| < 10^{-8}$ the two-term series $h(1 - \lambda h/2)$ is exact to
     rounding and avoids dividing by (near) zero.
     """
     x = lam * h
@@ -86,14 +86,14 @@ def phi(lam, h):
 
 
 def reduce_batch(X):
-    r"""Thin QR of a batch's design matrix transposed, :math:`X_B^\top = QR`.
+    r"""Thin QR of a batch's design matrix transposed, $X_B^\top = QR$.
 
-    ``X`` has shape ``(b, p)``; returns ``Q`` ``(p, k)`` with orthonormal columns and ``R``
-    ``(k, b)``, :math:`k = \min(p, b)`. Then :math:`X_B\theta = R^\top Q^\top\theta`, so a
-    GLM's batch gradient :math:`\frac1b X_B^\top r(X_B\theta)` lies in the column space of
-    ``Q`` and the local flow is exactly the flow of :math:`\eta = Q^\top\theta \in
-    \mathbb R^k` with :math:`\theta(h) = \theta_0 + Q(\eta(h) - \eta(0))`.
-    Cost :math:`O(p b^2)` per batch.
+    `X` has shape `(b, p)`; returns `Q` `(p, k)` with orthonormal columns and `R`
+    `(k, b)`, $k = \min(p, b)$. Then $X_B\theta = R^\top Q^\top\theta$, so a
+    GLM's batch gradient $\frac1b X_B^\top r(X_B\theta)$ lies in the column space of
+    `Q` and the local flow is exactly the flow of $\eta = Q^\top\theta \in
+    \mathbb R^k$ with $\theta(h) = \theta_0 + Q(\eta(h) - \eta(0))$.
+    Cost $O(p b^2)$ per batch.
     """
     Q, R = jnp.linalg.qr(X.T, mode="reduced")
     return Q, R

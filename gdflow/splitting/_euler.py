@@ -13,23 +13,23 @@ __all__ = ["Euler"]
 
 
 class Euler(AbstractLocalSolver):
-    r"""One explicit Euler step of the local flow :math:`\dot\theta = -\nabla L_j(\theta)`:
+    r"""One explicit Euler step of the local flow $\dot\theta = -\nabla L_j(\theta)$:
 
-    .. math::
+    $$
+    \theta \leftarrow \theta - \mathrm{dt}\,\nabla L_j(\theta).
+    $$
 
-        \theta \leftarrow \theta - \mathrm{dt}\,\nabla L_j(\theta).
-
-    With Lie–Trotter (``dt = lr``) this is exactly one minibatch SGD step, so
-    ``gf.split(problem, lr, epochs, batching, local=gf.Euler())`` reproduces
-    ``gf.sgd(problem, lr, epochs, batching)`` (same batches, same arithmetic) — the
+    With Lie–Trotter (`dt = lr`) this is exactly one minibatch SGD step, so
+    `gf.split(problem, lr, epochs, batching, local=gf.Euler())` reproduces
+    `gf.sgd(problem, lr, epochs, batching)` (same batches, same arithmetic) — the
     observation of the splitting text: one SGD epoch is one first-order splitting step of
-    gradient flow with :math:`h = m\cdot\mathrm{lr}` whose local flows are solved by a
-    single Euler step. Local error :math:`O(\mathrm{dt}^2)`; cost one batch gradient.
+    gradient flow with $h = m\cdot\mathrm{lr}$ whose local flows are solved by a
+    single Euler step. Local error $O(\mathrm{dt}^2)$; cost one batch gradient.
 
     Works for every problem (any parameter pytree). `order = 1`, one batch gradient per
     solve.
 
-    Reference: ``../shared/sources/sgd-as-ode-splitting.md``, table "SGD as a splitting
+    Reference: `../shared/sources/sgd-as-ode-splitting.md`, table "SGD as a splitting
     scheme".
     """
 

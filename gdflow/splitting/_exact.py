@@ -16,76 +16,76 @@ _CLOSED_FORMS = (LeastSquares, Quadratic, TwoPoints)
 
 
 class Exact(AbstractLocalSolver):
-    r"""The local flow :math:`\dot\theta = -\nabla L_j(\theta)` solved in closed form.
+    r"""The local flow $\dot\theta = -\nabla L_j(\theta)$ solved in closed form.
 
     Every supported batch loss is quadratic, so its gradient is affine and the local flow
     is a linear ODE, solved exactly through an eigendecomposition computed once per batch.
-    With :math:`\varphi(\lambda, h) = (1 - e^{-\lambda h})/\lambda` (:math:`\to h` on zero
+    With $\varphi(\lambda, h) = (1 - e^{-\lambda h})/\lambda$ ($\to h$ on zero
     eigenvalues, where the flow is linear in time; see
-    :func:`~gdflow.splitting._base.phi`), per structure of the problem (the typed value
-    ``problem.structure`` set by the constructors of :mod:`gdflow.problems`):
+    `gdflow.splitting._base.phi`), per structure of the problem (the typed value
+    `problem.structure` set by the constructors of [`gdflow.problems`][]):
 
-    - ``LeastSquares``: :math:`\nabla L_j = \frac1b X_j^\top(X_j\theta - y_j)`.
-      Two exact reductions of the flow to ``b`` dimensions (``reduction``):
+    - `LeastSquares`: $\nabla L_j = \frac1b X_j^\top(X_j\theta - y_j)$.
+      Two exact reductions of the flow to `b` dimensions (`reduction`):
 
-      ``"gram"`` (default): the residual :math:`r = X_j\theta - y_j` obeys the closed
-      linear ODE :math:`\dot r = -Gr` with the Gram matrix :math:`G = X_jX_j^\top/b =
-      U\Lambda U^\top` (``b×b``), so :math:`\int_0^h r = U\varphi(\Lambda, h)U^\top r_0`
+      `"gram"` (default): the residual $r = X_j\theta - y_j$ obeys the closed
+      linear ODE $\dot r = -Gr$ with the Gram matrix $G = X_jX_j^\top/b =
+      U\Lambda U^\top$ (`b×b`), so $\int_0^h r = U\varphi(\Lambda, h)U^\top r_0$
       and
 
-      .. math::
+      $$
+      \theta(h) = \theta_0 - \tfrac1b X_j^\top U\,\varphi(\Lambda, h)\,U^\top
+                  (X_j\theta_0 - y_j).
+      $$
 
-          \theta(h) = \theta_0 - \tfrac1b X_j^\top U\,\varphi(\Lambda, h)\,U^\top
-                      (X_j\theta_0 - y_j).
+      `"qr"` (the splitting text's reduction): $X_j^\top = QR$ thin QR
+      (`Q` `p×k`, `R` `k×b`, $k = \min(p, b)$), $\eta = Q^\top\theta$
+      with $\dot\eta = -\frac1b R(R^\top\eta - y_j)$; with
+      $RR^\top/b = V\Lambda V^\top$, $W = QV$ and $d = V^\top R y_j/b$,
 
-      ``"qr"`` (the splitting text's reduction): :math:`X_j^\top = QR` thin QR
-      (``Q`` ``p×k``, ``R`` ``k×b``, :math:`k = \min(p, b)`), :math:`\eta = Q^\top\theta`
-      with :math:`\dot\eta = -\frac1b R(R^\top\eta - y_j)`; with
-      :math:`RR^\top/b = V\Lambda V^\top`, :math:`W = QV` and :math:`d = V^\top R y_j/b`,
+      $$
+      \theta(h) = \theta_0 + W\big[\varphi(\Lambda, h)\odot(d - \Lambda W^\top\theta_0)
+                  \big] = \theta_0 + Q(\eta(h) - \eta(0)).
+      $$
 
-      .. math::
-
-          \theta(h) = \theta_0 + W\big[\varphi(\Lambda, h)\odot(d - \Lambda W^\top\theta_0)
-                      \big] = \theta_0 + Q(\eta(h) - \eta(0)).
-
-      Both are the same map (the nonzero eigenvalues of :math:`X_jX_j^\top/b` and
-      :math:`RR^\top/b` coincide) and cost :math:`O(pb)` per local step — two ``p×b``
+      Both are the same map (the nonzero eigenvalues of $X_jX_j^\top/b$ and
+      $RR^\top/b$ coincide) and cost $O(pb)$ per local step — two `p×b`
       matrix–vector products, as an SGD step — after a one-off factorisation per batch.
-      They differ in that factorisation: ``"gram"`` needs a ``b×b`` Gram matrix and its
-      ``eigh`` (:math:`O(pb^2)` in one matrix product, the fast kind), ``"qr"`` a
-      Householder QR (:math:`O(pb^2)` in slow, vector-level LAPACK work) plus the ``p×b``
-      product :math:`QV`; measured on 10000×500, b=20 the Gram factorisation is about
-      20× cheaper (``benchmarks/split_cost.py``). Departure from the text, flagged: the
-      default is the Gram form. It is as accurate here — :math:`\varphi` is bounded by
-      ``h`` and smooth, so nothing is divided by small eigenvalues and squaring the
+      They differ in that factorisation: `"gram"` needs a `b×b` Gram matrix and its
+      `eigh` ($O(pb^2)$ in one matrix product, the fast kind), `"qr"` a
+      Householder QR ($O(pb^2)$ in slow, vector-level LAPACK work) plus the `p×b`
+      product $QV$; measured on 10000×500, b=20 the Gram factorisation is about
+      20× cheaper (`benchmarks/split_cost.py`). Departure from the text, flagged: the
+      default is the Gram form. It is as accurate here — $\varphi$ is bounded by
+      `h` and smooth, so nothing is divided by small eigenvalues and squaring the
       condition number (the usual objection to Gram matrices, which concerns *solving*
       with them) does no harm — and rank-deficient batches (repeated or dependent
-      rows, or ``b > p``) give zero eigenvalues, handled exactly by both.
-    - ``Quadratic``: per-example :math:`\tfrac12(\theta-c_i)^\top H_i(\theta-c_i)`;
-      :math:`\nabla L_j = \overline{H}\theta - \overline{Hc}` (batch means),
-      :math:`\overline H = W\Lambda W^\top` by ``eigh`` (:math:`O(d^3)` once per batch),
-      and the ``"qr"`` formula above with :math:`d = W^\top\overline{Hc}`.
-    - ``TwoPoints``: per-example :math:`\tfrac12|x_i - \theta|^2`, so
-      :math:`\theta(h) = \bar x + (\theta_0 - \bar x)e^{-h}`.
+      rows, or `b > p`) give zero eigenvalues, handled exactly by both.
+    - `Quadratic`: per-example $\tfrac12(\theta-c_i)^\top H_i(\theta-c_i)$;
+      $\nabla L_j = \overline{H}\theta - \overline{Hc}$ (batch means),
+      $\overline H = W\Lambda W^\top$ by `eigh` ($O(d^3)$ once per batch),
+      and the `"qr"` formula above with $d = W^\top\overline{Hc}$.
+    - `TwoPoints`: per-example $\tfrac12|x_i - \theta|^2$, so
+      $\theta(h) = \bar x + (\theta_0 - \bar x)e^{-h}$.
 
-    Local error zero: with ``scheme="lie_trotter"`` the splitting is the switched flow
-    sampled at its switching times (:func:`gdflow.switched_flow` with ``dwell = lr``),
-    stable for every ``lr`` (each local flow is a gradient flow of a convex quadratic).
+    Local error zero: with `scheme="lie_trotter"` the splitting is the switched flow
+    sampled at its switching times ([`gdflow.switched_flow`][] with `dwell = lr`),
+    stable for every `lr` (each local flow is a gradient flow of a convex quadratic).
 
-    ``Exact`` dispatches on the *type* of ``problem.structure``. A structure defines its
-    loss (a ``Problem`` given a structure must use exactly that loss), so the closed form
+    `Exact` dispatches on the *type* of `problem.structure`. A structure defines its
+    loss (a `Problem` given a structure must use exactly that loss), so the closed form
     always solves the flow of the problem's own loss; a problem built from an arbitrary
-    loss has no structure and is refused. ``order = None`` (exact), no gradient
+    loss has no structure and is refused. `order = None` (exact), no gradient
     evaluations.
 
     **Arguments:**
 
-    - ``reduction``: ``"gram"`` (default) or ``"qr"``, for least squares (see above).
+    - `reduction`: `"gram"` (default) or `"qr"`, for least squares (see above).
 
-    **Raises:** ``ValueError`` for an unknown ``reduction``; from :func:`gdflow.split`,
-    ``ValueError`` for a problem without a closed-form structure.
+    **Raises:** `ValueError` for an unknown `reduction`; from [`gdflow.split`][],
+    `ValueError` for a problem without a closed-form structure.
 
-    Reference: ``../shared/sources/sgd-as-ode-splitting.md`` (the QR-reduced local ODE,
+    Reference: `../shared/sources/sgd-as-ode-splitting.md` (the QR-reduced local ODE,
     "integration: analytical").
     """
 

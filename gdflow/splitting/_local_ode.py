@@ -40,40 +40,40 @@ def _full_field(loss):
 
 
 class LocalODE(AbstractLocalSolver):
-    r"""The local flow :math:`\dot\theta = -\nabla L_j(\theta)` solved accurately by diffrax.
+    r"""The local flow $\dot\theta = -\nabla L_j(\theta)$ solved accurately by diffrax.
 
     For the generalised linear models the batch gradient is
-    :math:`\frac1b X_j^\top r(X_j\theta)` and, with the thin QR
-    :math:`X_j^\top = QR` computed once per batch, the flow reduces to ``k = min(p, b)``
-    unknowns (``k × K`` for softmax), exactly as in the splitting text:
+    $\frac1b X_j^\top r(X_j\theta)$ and, with the thin QR
+    $X_j^\top = QR$ computed once per batch, the flow reduces to `k = min(p, b)`
+    unknowns (`k × K` for softmax), exactly as in the splitting text:
 
-    .. math::
+    $$
+    \dot\eta = -\tfrac1b R\,\big(r(R^\top\eta) - y_j\big),\qquad \eta = Q^\top\theta,
+    \qquad \theta(h) = \theta_0 + Q(\eta(h) - \eta(0)),
+    $$
 
-        \dot\eta = -\tfrac1b R\,\big(r(R^\top\eta) - y_j\big),\qquad \eta = Q^\top\theta,
-        \qquad \theta(h) = \theta_0 + Q(\eta(h) - \eta(0)),
+    with $r(z) = z$ (`LeastSquares`), $\sigma(z)$ (`Logistic`) or
+    the row-wise softmax (`Softmax`, $H = Q^\top\Theta$): every problem whose
+    `structure` is a generalised linear model (`AbstractGLM`) supplies its residual. Every other problem
+    (and `reduce=False`) is solved in the full parameter space (any pytree).
 
-    with :math:`r(z) = z` (``LeastSquares``), :math:`\sigma(z)` (``Logistic``) or
-    the row-wise softmax (``Softmax``, :math:`H = Q^\top\Theta`): every problem whose
-    ``structure`` is a generalised linear model (``AbstractGLM``) supplies its residual. Every other problem
-    (and ``reduce=False``) is solved in the full parameter space (any pytree).
-
-    Each local solve is an adaptive ``diffeqsolve`` from 0 to ``dt`` with a PID
+    Each local solve is an adaptive `diffeqsolve` from 0 to `dt` with a PID
     step-size controller; its cost is the solver's steps times its stages (Tsit5: 6
-    field evaluations per step), each field evaluation :math:`O(pb)` reduced (after an
-    :math:`O(pb^2)` QR per batch), or one batch gradient in full space.
+    field evaluations per step), each field evaluation $O(pb)$ reduced (after an
+    $O(pb^2)$ QR per batch), or one batch gradient in full space.
 
     **Arguments:**
 
-    - ``solver``: a diffrax solver or a name (``"tsit5"`` default, ``"dopri8"``,
-      ``"implicit"``, …, as in :func:`gdflow.gradient_flow`).
-    - ``rtol``, ``atol``: tolerances of each local solve (defaults ``1e-8``, ``1e-10``).
-    - ``max_steps``: cap on solver steps per local solve (a solve that hits it raises).
-    - ``reduce``: use the QR-reduced flow for ``least_squares``, ``logistic`` and
-      ``softmax`` problems (default ``True``).
+    - `solver`: a diffrax solver or a name (`"tsit5"` default, `"dopri8"`,
+      `"implicit"`, …, as in [`gdflow.gradient_flow`][]).
+    - `rtol`, `atol`: tolerances of each local solve (defaults `1e-8`, `1e-10`).
+    - `max_steps`: cap on solver steps per local solve (a solve that hits it raises).
+    - `reduce`: use the QR-reduced flow for `least_squares`, `logistic` and
+      `softmax` problems (default `True`).
 
-    Reference: ``../shared/sources/sgd-as-ode-splitting.md`` (table of local ODEs and
+    Reference: `../shared/sources/sgd-as-ode-splitting.md` (table of local ODEs and
     their reductions, "integration: odeint"). Departure: the text integrates with
-    ``odeint`` (LSODA); here any diffrax solver, adaptive Tsit5 by default.
+    `odeint` (LSODA); here any diffrax solver, adaptive Tsit5 by default.
     """
 
     order: ClassVar[None] = None  # solved to the tolerances: exact for the order tests
@@ -145,6 +145,6 @@ class LocalODE(AbstractLocalSolver):
         return params + Q @ (eta1 - eta0), steps
 
     def count_evals(self, steps: int, solves: int) -> int | None:
-        """Field evaluations of ``solves`` local solves taking ``steps`` solver steps in all
-        (``None`` for implicit solvers)."""
+        """Field evaluations of `solves` local solves taking `steps` solver steps in all
+        (`None` for implicit solvers)."""
         return count_evals(self.solver, steps, solves)

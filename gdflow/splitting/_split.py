@@ -65,108 +65,114 @@ def split(
 ) -> Trajectory:
     r"""The splitting optimiser: gradient flow split by minibatches, local flows solved well.
 
-    With ``m`` batches of equal size the full loss is :math:`L = \frac1m\sum_j L_j`
-    (:math:`L_j` the batch **mean**, ``problem.loss(params, batch)``), so gradient flow
-    :math:`\dot\theta = -\nabla L(\theta) = \sum_j \big(-\tfrac1m\nabla L_j(\theta)\big)`
-    is a sum of ``m`` fields. Splitting it with step :math:`h = m\cdot\mathrm{lr}` runs
-    each part :math:`-\frac1m\nabla L_j` for time :math:`h`, which is the **local flow**
+    With `m` batches of equal size the full loss is $L = \frac1m\sum_j L_j$
+    ($L_j$ the batch **mean**, `problem.loss(params, batch)`), so gradient flow
+    $\dot\theta = -\nabla L(\theta) = \sum_j \big(-\tfrac1m\nabla L_j(\theta)\big)$
+    is a sum of `m` fields. Splitting it with step $h = m\cdot\mathrm{lr}$ runs
+    each part $-\frac1m\nabla L_j$ for time $h$, which is the **local flow**
 
-    .. math::
+    $$
+    \dot\theta = -\nabla L_j(\theta) \quad\text{for dwell time } \mathrm{lr}.
+    $$
 
-        \dot\theta = -\nabla L_j(\theta) \quad\text{for dwell time } \mathrm{lr}.
+    `scheme="lie_trotter"` (the text's "first order splitting") composes the local
+    flows of batches $1,\dots,m$ in order: one epoch = one splitting step
+    $\Phi_h = \varphi^{\mathrm{lr}}_m\circ\dots\circ\varphi^{\mathrm{lr}}_1$, global
+    error $O(h)$ against gradient flow on a fixed horizon. `scheme="strang"`
+    runs batches $1..m$ for $\mathrm{lr}/2$ each and then $m..1$ for
+    $\mathrm{lr}/2$ each (symmetric, $O(h^2)$ with exact local flows); an
+    epoch still spans $m\cdot\mathrm{lr}$. A `Reshuffle` batching draws a new
+    partition and order each epoch (the same one [`gdflow.sgd`][] draws).
 
-    ``scheme="lie_trotter"`` (the text's "first order splitting") composes the local
-    flows of batches :math:`1,\dots,m` in order: one epoch = one splitting step
-    :math:`\Phi_h = \varphi^{\mathrm{lr}}_m\circ\dots\circ\varphi^{\mathrm{lr}}_1`, global
-    error :math:`O(h)` against gradient flow on a fixed horizon. ``scheme="strang"``
-    runs batches :math:`1..m` for :math:`\mathrm{lr}/2` each and then :math:`m..1` for
-    :math:`\mathrm{lr}/2` each (symmetric, :math:`O(h^2)` with exact local flows); an
-    epoch still spans :math:`m\cdot\mathrm{lr}`. A ``Reshuffle`` batching draws a new
-    partition and order each epoch (the same one :func:`gdflow.sgd` draws).
-
-    The local solver ``local`` decides how each local flow is solved:
-    :class:`gdflow.Euler` (one explicit step: exactly :func:`gdflow.sgd`),
-    :class:`gdflow.Exact` (closed form; least squares, quadratics, two points) or
-    :class:`gdflow.LocalODE` (an accurate diffrax solve, QR-reduced for GLMs).
+    The local solver `local` decides how each local flow is solved:
+    [`gdflow.Euler`][] (one explicit step: exactly [`gdflow.sgd`][]),
+    [`gdflow.Exact`][] (closed form; least squares, quadratics, two points) or
+    [`gdflow.LocalODE`][] (an accurate diffrax solve, QR-reduced for GLMs).
 
     **Mapping to the text.** The splitting text writes the least-squares local ODE as
-    :math:`\dot\theta = -\frac1n X_j^\top(X_j\theta - y_j)` integrated for time
-    :math:`h = m\alpha` (Algorithm 1, :math:`\alpha` the learning rate). Since
-    :math:`n = mb`, that field is :math:`\frac1m` times ours,
-    :math:`-\frac1b X_j^\top(X_j\theta - y_j) = -\nabla L_j`, so running it for
-    :math:`m\alpha` is the same map as running ours for :math:`\mathrm{lr} = \alpha`
-    (likewise the reduced flows: the text's :math:`-\frac1n R(\cdot)` for :math:`h`,
-    ours :math:`-\frac1b R(\cdot)` for ``lr``). The text counts time in splitting steps
-    (every part of the split field for :math:`h`), we count it in SGD steps (every local
-    flow for ``lr``); the states after each batch and each epoch are identical, and in
-    both one epoch is one splitting step :math:`h = m\alpha` of
-    :math:`\dot\theta = -\nabla L`. (The text's :math:`f` lacks the :math:`\tfrac12` of
+    $\dot\theta = -\frac1n X_j^\top(X_j\theta - y_j)$ integrated for time
+    $h = m\alpha$ (Algorithm 1, $\alpha$ the learning rate). Since
+    $n = mb$, that field is $\frac1m$ times ours,
+    $-\frac1b X_j^\top(X_j\theta - y_j) = -\nabla L_j$, so running it for
+    $m\alpha$ is the same map as running ours for $\mathrm{lr} = \alpha$
+    (likewise the reduced flows: the text's $-\frac1n R(\cdot)$ for $h$,
+    ours $-\frac1b R(\cdot)$ for `lr`). The text counts time in splitting steps
+    (every part of the split field for $h$), we count it in SGD steps (every local
+    flow for `lr`); the states after each batch and each epoch are identical, and in
+    both one epoch is one splitting step $h = m\alpha$ of
+    $\dot\theta = -\nabla L$. (The text's $f$ lacks the $\tfrac12$ of
     our per-example loss while its gradients carry none of the resulting 2: we follow
     its gradients, which define the flows.)
 
-    **Time convention** (as :func:`gdflow.sgd`): a batch step counts one step ``k`` at
-    :math:`t = k\cdot\mathrm{lr}`; epoch ``e`` ends at :math:`t = e\,m\,\mathrm{lr}`.
+    **Time convention** (as [`gdflow.sgd`][]): a batch step counts one step `k` at
+    $t = k\cdot\mathrm{lr}$; epoch `e` ends at $t = e\,m\,\mathrm{lr}$.
 
     **Arguments:**
 
-    - ``problem``: a :class:`gdflow.Problem`.
-    - ``lr``: the dwell time per batch (SGD's learning rate), :math:`> 0`.
-    - ``epochs``: number of epochs (splitting steps).
-    - ``batching``: ``RoundRobin(b)`` (fixed partition; the texts' setting),
-      ``Reshuffle(b, key)``, ``Replacement(b, key)`` or ``FullBatch()`` (then the local
+    - `problem`: a [`gdflow.Problem`][].
+    - `lr`: the dwell time per batch (SGD's learning rate), $> 0$.
+    - `epochs`: number of epochs (splitting steps).
+    - `batching`: `RoundRobin(b)` (fixed partition; the texts' setting),
+      `Reshuffle(b, key)`, `Replacement(b, key)` or `FullBatch()` (then the local
       flow is gradient flow itself).
-    - ``scheme``: a scheme object, :class:`gdflow.LieTrotter` (default) or
-      :class:`gdflow.Strang`; the names ``"lie_trotter"`` and ``"strang"`` are shortcuts.
-    - ``local``: the local solver, default ``gf.Exact()``; the names ``"euler"``,
-      ``"exact"`` and ``"ode"`` are shortcuts for ``gf.Euler()``, ``gf.Exact()`` and
-      ``gf.LocalODE()``.
-    - ``save_every``: save every ``save_every`` **epochs** (and the last). Unlike
-      :func:`gdflow.sgd`, whose ``save_every`` counts batch steps, the unit is the
+    - `scheme`: a scheme object, [`gdflow.LieTrotter`][] (default) or
+      [`gdflow.Strang`][]; the names `"lie_trotter"` and `"strang"` are shortcuts.
+    - `local`: the local solver, default `gf.Exact()`; the names `"euler"`,
+      `"exact"` and `"ode"` are shortcuts for `gf.Euler()`, `gf.Exact()` and
+      `gf.LocalODE()`.
+    - `save_every`: save every `save_every` **epochs** (and the last). Unlike
+      [`gdflow.sgd`][], whose `save_every` counts batch steps, the unit is the
       splitting step: Strang's states inside an epoch are not states of the scheme. The
-      saved times are still :math:`t = k\cdot\mathrm{lr}` with ``k`` counting batch steps,
-      so ``split(..., save_every=s)`` and ``sgd(..., save_every=s*m)`` save the same ``t``.
-    - ``on_divergence``: at the first non-finite parameter or loss the run stops, rolls
-      back to the start of that epoch and returns what it computed: ``"warn"``
-      (default, :class:`DivergenceWarning`), ``"raise"`` (:class:`DivergenceError`
-      carrying the trajectory) or ``"ignore"``.
+      saved times are still $t = k\cdot\mathrm{lr}$ with `k` counting batch steps,
+      so `split(..., save_every=s)` and `sgd(..., save_every=s*m)` save the same `t`.
+    - `on_divergence`: at the first non-finite parameter or loss the run stops, rolls
+      back to the start of that epoch and returns what it computed: `"warn"`
+      (default, [`gdflow.DivergenceWarning`][]), `"raise"` ([`gdflow.DivergenceError`][]
+      carrying the trajectory) or `"ignore"`.
 
-    **Returns:** a :class:`gdflow.Trajectory` (``method="split"``) whose ``stats`` is a
-    :class:`gdflow.RunStats`: ``epochs``, ``steps`` (batch steps ``epochs·m``),
-    ``local_solves`` (Strang: ``2·epochs·m``), ``grad_evals`` (Euler: one per local
-    solve; Exact: 0; LocalODE: from the ODE steps), ``ode_steps``, ``lr``,
-    ``batch_size``, ``num_batches``, ``seconds``, ``compile_seconds``,
-    ``setup_seconds`` (the one-off factorisation of a fixed partition, compilation
-    included), ``diverged_at`` (the batch step ``e·m`` at the start of the epoch in which
-    a local solve first gave a non-finite state, else ``None``), ``method`` (e.g.
-    ``"Splitting(Strang, Exact)"``). The run is [`gdflow.run`][] with the method
-    :class:`gdflow.Splitting`.
+    **Returns:** a [`gdflow.Trajectory`][] (`method="split"`) whose `stats` is a
+    [`gdflow.RunStats`][]: `epochs`, `steps` (batch steps `epochs·m`),
+    `local_solves` (Strang: `2·epochs·m`), `grad_evals` (Euler: one per local
+    solve; Exact: 0; LocalODE: from the ODE steps), `ode_steps`, `lr`,
+    `batch_size`, `num_batches`, `seconds`, `compile_seconds`,
+    `setup_seconds` (the one-off factorisation of a fixed partition, compilation
+    included), `diverged_at` (the batch step `e·m` at the start of the epoch in which
+    a local solve first gave a non-finite state, else `None`), `method` (e.g.
+    `"Splitting(Strang, Exact)"`). The run is [`gdflow.run`][] with the method
+    [`gdflow.Splitting`][].
 
-    **Cost** per epoch: ``m`` local solves (``2m`` for Strang). For a fixed partition
-    (``RoundRobin``, ``FullBatch``) the per-batch factors (``Exact`` on least squares: a
-    ``b×b`` Gram matrix and its eigendecomposition, :math:`O(npb)` in all, memory
-    :math:`O(np)` for the stacked batches; ``LocalODE`` on GLMs: a thin QR per batch) are
-    computed once before the first epoch, timed apart as ``stats["setup_seconds"]``, and
-    an ``Exact`` local step then costs :math:`O(pb)` like an SGD step. When the partition
-    changes every epoch (``Reshuffle``, ``Replacement``) the factors are recomputed at the
-    start of each epoch: an ``Exact`` epoch then costs :math:`O(npb)` (``b`` times the
+    **Cost** per epoch: `m` local solves (`2m` for Strang). For a fixed partition
+    (`RoundRobin`, `FullBatch`) the per-batch factors (`Exact` on least squares: a
+    `b×b` Gram matrix and its eigendecomposition, $O(npb)$ in all, memory
+    $O(np)$ for the stacked batches; `LocalODE` on GLMs: a thin QR per batch) are
+    computed once before the first epoch, timed apart as `stats["setup_seconds"]`, and
+    an `Exact` local step then costs $O(pb)$ like an SGD step. When the partition
+    changes every epoch (`Reshuffle`, `Replacement`) the factors are recomputed at the
+    start of each epoch: an `Exact` epoch then costs $O(npb)$ (`b` times the
     flops of an SGD epoch, but in fast matrix products: measured 4–8× an SGD epoch
-    on 10000×500, ``b = 20``; ``benchmarks/split_cost.py``). That is supported, not
+    on 10000×500, `b = 20`; `benchmarks/split_cost.py`). That is supported, not
     refused.
 
-    **Raises:** ``ValueError`` for a non-finite or non-positive ``lr``, negative
-    ``epochs``, ``save_every < 1``, an unknown ``scheme``, ``local`` or
-    ``on_divergence``, ``Exact()`` on a problem without a closed-form structure, or a
-    ``batching``
-    that cannot batch ``n`` (e.g. a ``RoundRobin`` batch size not dividing ``n``).
+    **Raises:** `ValueError` for a non-finite or non-positive `lr`, negative
+    `epochs`, `save_every < 1`, an unknown `scheme`, `local` or
+    `on_divergence`, `Exact()` on a problem without a closed-form structure, or a
+    `batching`
+    that cannot batch `n` (e.g. a `RoundRobin` batch size not dividing `n`).
 
     ```python
-    import jax, gdflow as gf
-    problem = gf.problems.random_least_squares(200, 20, key=jax.random.key(0))
-    traj = gf.split(problem, lr=0.05, epochs=30, batching=gf.RoundRobin(10))
-    sgd = gf.split(problem, 0.05, 30, gf.RoundRobin(10), local=gf.Euler())  # == gf.sgd
+    >>> import jax, gdflow as gf
+    >>> problem = gf.problems.random_least_squares(200, 20, key=jax.random.key(0))
+    >>> exact = gf.split(problem, lr=0.05, epochs=30, batching=gf.RoundRobin(10))
+    >>> euler = gf.split(problem, 0.05, 30, gf.RoundRobin(10), local=gf.Euler())
+    >>> sgd = gf.sgd(problem, 0.05, 30, gf.RoundRobin(10))
+    >>> bool((euler.final == sgd.final).all())  # Lie-Trotter with Euler local solves is SGD
+    True
+    >>> gf.Splitting(gf.Strang(), gf.Exact(), 0.05).order
+    2
+
     ```
 
-    Reference: ``../shared/sources/sgd-as-ode-splitting.md`` (Algorithm 1).
+    Reference: `../shared/sources/sgd-as-ode-splitting.md` (Algorithm 1).
     """
     problem = as_problem(problem)
     lr = positive_finite("lr", lr)

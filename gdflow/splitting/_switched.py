@@ -11,12 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._batching import AbstractBatching, resolve_batching
+from .._flow import FlowError, _reachable_rtol, count_evals, resolve_solver
+from .._problem import Problem, float_dtype
 from .._run import run_compiled
 from .._stats import SwitchedStats
-from .._flow import FlowError, count_evals, resolve_solver
-from .._problem import Problem, float_dtype
 from .._trajectory import Trajectory
-from .._validate import positive_finite, positive_int
+from .._validate import positive_finite, positive_int, real_array
 
 PyTree = Any
 
@@ -24,13 +24,13 @@ __all__ = ["switched_flow"]
 
 
 def _bucket(size: int, least: int = 8) -> int:
-    """The next power of two >= ``size``: padded shapes let runs of different lengths
+    """The next power of two >= `size`: padded shapes let runs of different lengths
     share one compilation (compiling an adaptive solve inside a scan takes seconds)."""
     return max(least, 1 << max(0, int(size) - 1).bit_length())
 
 
 def _segment_batches(batching: AbstractBatching, n: int, segments: int) -> jax.Array:
-    """Index table ``(segments, b)``: the batch active on each dwell interval."""
+    """Index table `(segments, b)`: the batch active on each dwell interval."""
     m = batching.num_batches(n)
     if batching.deterministic:
         table = batching.epoch(n, 0)
@@ -41,7 +41,7 @@ def _segment_batches(batching: AbstractBatching, n: int, segments: int) -> jax.A
 
 
 class _Solver(eqx.Module):
-    """One adaptive solve of :math:`\\dot\\theta = -r\\nabla L_B(\\theta)` over ``[0, s]``."""
+    """One adaptive solve of $\\dot\\theta = -r\\nabla L_B(\\theta)$ over `[0, s]`."""
 
     loss: Any = eqx.field(static=True)
     solver: diffrax.AbstractSolver
@@ -76,10 +76,10 @@ class _Solver(eqx.Module):
 
 @eqx.filter_jit
 def _pieces(problem, seg, rate, chain, y0s, table, lengths):
-    """Solve ``N`` pieces of the switched flow in one ``lax.scan``.
+    """Solve `N` pieces of the switched flow in one `lax.scan`.
 
-    Piece ``i`` solves on batch ``table[i]`` for time ``lengths[i]``, starting from
-    ``y0s[i]``, or, when ``chain`` is true and ``i > 0``, from the end of piece ``i - 1``.
+    Piece `i` solves on batch `table[i]` for time `lengths[i]`, starting from
+    `y0s[i]`, or, when `chain` is true and `i > 0`, from the end of piece `i - 1`.
     Chained, the pieces are the dwell intervals (states at the switching times); not
     chained, they are independent restarts from the last switch before each requested
     time (dense evaluation). One function serves both so that they share a compilation.
@@ -121,54 +121,54 @@ def switched_flow(
     atol: float = 1e-10,
     max_steps: int = 4096,
 ) -> Trajectory:
-    r"""The switched minibatch flow :math:`\dot\theta = -r\,\nabla L_{j(t)}(\theta)`.
+    r"""The switched minibatch flow $\dot\theta = -r\,\nabla L_{j(t)}(\theta)$.
 
-    The batch in force switches every ``dwell`` time units,
-    :math:`j(t) = \lfloor t/\mathrm{dwell}\rfloor \bmod m` within an epoch of ``m``
-    batches (epoch :math:`\lfloor t/(m\,\mathrm{dwell})\rfloor` takes its partition and
-    order from ``batching``, so ``Reshuffle`` reorders every epoch as in
-    :func:`gdflow.sgd`). This is minibatch SGD with every step replaced by the exact
+    The batch in force switches every `dwell` time units,
+    $j(t) = \lfloor t/\mathrm{dwell}\rfloor \bmod m$ within an epoch of `m`
+    batches (epoch $\lfloor t/(m\,\mathrm{dwell})\rfloor$ takes its partition and
+    order from `batching`, so `Reshuffle` reorders every epoch as in
+    [`gdflow.sgd`][]). This is minibatch SGD with every step replaced by the exact
     local flow:
 
-    - ``rate=1, dwell=lr``: the splitting optimiser with exact local solves;
-      sampled at :math:`t = k\cdot\mathrm{lr}` it equals
-      ``gf.split(problem, lr, ..., local=gf.Exact())`` (Lie–Trotter) and SGD is its
+    - `rate=1, dwell=lr`: the splitting optimiser with exact local solves;
+      sampled at $t = k\cdot\mathrm{lr}$ it equals
+      `gf.split(problem, lr, ..., local=gf.Exact())` (Lie–Trotter) and SGD is its
       Euler discretisation.
-    - ``rate=eta, dwell=eta`` with ``RoundRobin(1)`` on
-      :func:`gdflow.problems.two_points`: the minibatch text's model
-      :math:`\dot\theta = \eta[g_{2\eta}(t)(\mathbf a-\theta) + (1-g_{2\eta}(t))(\mathbf
-      b-\theta)]`, solved in closed form by :func:`gdflow.two_point_flow`. (Each dwell
-      then moves :math:`\theta` as far as an SGD step of :math:`\eta^2` would, with text
-      time :math:`t` = step × :math:`\eta`.)
+    - `rate=eta, dwell=eta` with `RoundRobin(1)` on
+      [`gdflow.problems.two_points`][]: the minibatch text's model
+      $\dot\theta = \eta[g_{2\eta}(t)(\mathbf a-\theta) + (1-g_{2\eta}(t))(\mathbf
+      b-\theta)]$, solved in closed form by [`gdflow.two_point_flow`][]. (Each dwell
+      then moves $\theta$ as far as an SGD step of $\eta^2$ would, with text
+      time $t$ = step × $\eta$.)
 
     It is solved piecewise: one adaptive diffrax solve per dwell interval, in a
-    ``lax.scan`` from switching time to switching time (the field is discontinuous in
+    `lax.scan` from switching time to switching time (the field is discontinuous in
     time only there, so no step straddles a jump). The states at all switching times are
-    kept (memory: one parameter vector per switch); :meth:`Trajectory.evaluate` at any
-    :math:`t\in[0, t_1]` restarts from the last switch before :math:`t` and solves to it.
+    kept (memory: one parameter vector per switch); [`gdflow.Trajectory.evaluate`][] at any
+    $t\in[0, t_1]$ restarts from the last switch before $t$ and solves to it.
 
     **Arguments:**
 
-    - ``problem``: a :class:`gdflow.Problem`, started at ``problem.params0``.
-    - ``dwell``: time per batch, :math:`> 0`.
-    - ``t1``: end time, :math:`> 0`.
-    - ``batching``: ``RoundRobin(b)``, ``Reshuffle(b, key)``, ``Replacement(b, key)``
-      or ``FullBatch()`` (then this is gradient flow).
-    - ``rate``: the factor :math:`r > 0` in front of the gradient (default 1).
-    - ``ts``: save times in :math:`[0, t_1]` (default: the switching times
-      :math:`k\cdot\mathrm{dwell} < t_1` and :math:`t_1`).
-    - ``solver``, ``rtol``, ``atol``: the diffrax solver (default Tsit5) and the
-      tolerances of every piece (defaults ``1e-8``, ``1e-10``).
-    - ``max_steps``: cap on solver steps per dwell interval.
+    - `problem`: a [`gdflow.Problem`][], started at `problem.params0`.
+    - `dwell`: time per batch, $> 0$.
+    - `t1`: end time, $> 0$.
+    - `batching`: `RoundRobin(b)`, `Reshuffle(b, key)`, `Replacement(b, key)`
+      or `FullBatch()` (then this is gradient flow).
+    - `rate`: the factor $r > 0$ in front of the gradient (default 1).
+    - `ts`: save times in $[0, t_1]$ (default: the switching times
+      $k\cdot\mathrm{dwell} < t_1$ and $t_1$).
+    - `solver`, `rtol`, `atol`: the diffrax solver (default Tsit5) and the
+      tolerances of every piece (defaults `1e-8`, `1e-10`).
+    - `max_steps`: cap on solver steps per dwell interval.
 
-    **Returns:** a continuous :class:`gdflow.Trajectory` (``method="switched_flow"``);
-    ``stats``: ``"num_steps"``, ``"grad_evals"``, ``"segments"``, ``"dwell"``, ``"rate"``,
-    ``"num_batches"``, ``"batch_size"``, ``"seconds"``, ``"compile_seconds"``. With the
-    default ``ts`` the saved points are exactly the states at the switching times.
+    **Returns:** a continuous [`gdflow.Trajectory`][] (`method="switched_flow"`);
+    `stats`: `"num_steps"`, `"grad_evals"`, `"segments"`, `"dwell"`, `"rate"`,
+    `"num_batches"`, `"batch_size"`, `"seconds"`, `"compile_seconds"`. With the
+    default `ts` the saved points are exactly the states at the switching times.
 
-    **Raises:** ``ValueError`` for non-positive or non-finite ``dwell``, ``t1``, ``rate``
-    or tolerances, save times outside :math:`[0, t_1]`, or a ``batching`` that cannot
-    batch ``n``; :class:`gdflow.FlowError` if a piece fails (e.g. ``max_steps``).
+    **Raises:** `ValueError` for non-positive or non-finite `dwell`, `t1`, `rate`
+    or tolerances, save times outside $[0, t_1]$, or a `batching` that cannot
+    batch `n`; [`gdflow.FlowError`][] if a piece fails (e.g. `max_steps`).
 
     ```python
     two = gf.problems.two_points(jnp.array([1.0]), jnp.array([-1.0]), jnp.array([3.0]))
@@ -176,11 +176,14 @@ def switched_flow(
     flow.evaluate(jnp.array([0.25, 3.3]))   # == gf.two_point_flow(..., eta=0.5)
     ```
 
-    Reference: ``../shared/sources/minibatch-gradient-flow.md`` (the square-wave flow);
-    ``../shared/sources/sgd-as-ode-splitting.md`` (exact local flows).
+    Reference: `../shared/sources/minibatch-gradient-flow.md` (the square-wave flow);
+    `../shared/sources/sgd-as-ode-splitting.md` (exact local flows).
     """
     if not isinstance(problem, Problem):
-        raise TypeError(f"`problem` must be a gdflow.Problem; got {type(problem).__name__}.")
+        raise TypeError(
+            f"`problem` must be a gdflow.Problem; got {type(problem).__name__}. Build one "
+            "with gf.Problem(loss, data, params0)."
+        )
     dwell = positive_finite("dwell", dwell)
     t1 = positive_finite("t1", t1)
     rate = positive_finite("rate", rate)
@@ -191,8 +194,17 @@ def switched_flow(
     n = problem.n
     batching.check(n)
     solver_ = resolve_solver(solver)
-    controller = diffrax.PIDController(rtol=rtol, atol=atol)
     dtype = float_dtype(problem.params0)
+    rtol = _reachable_rtol(rtol, dtype, "switched_flow")
+    controller = diffrax.PIDController(rtol=rtol, atol=atol)
+    if ts is not None:
+        # Checked before any solve, so that a bad `ts` costs nothing.
+        ts_np = real_array("ts", ts, finite=False).astype(np.float64)
+        if ts_np.ndim > 1:
+            raise ValueError(f"`ts` must be a 1-d array of save times; got shape {ts_np.shape}.")
+        ts_np = ts_np.reshape(-1)
+        if ts_np.size and np.any(np.diff(ts_np) < 0):
+            raise ValueError("`ts` must be non-decreasing; sort it first.")
 
     # Dwell intervals [k·dwell, min((k+1)·dwell, t1)], k < K. A t1 within rounding of a
     # multiple of dwell does not open a last, empty interval.
@@ -233,7 +245,7 @@ def switched_flow(
         )
 
     def dense(when):
-        """States at the times ``when`` (clipped to [0, t1]) and the solver steps spent."""
+        """States at the times `when` (clipped to [0, t1]) and the solver steps spent."""
         when = np.clip(when, 0.0, t1)
         k = np.clip(np.floor(when / dwell).astype(np.int64), 0, K - 1)
         s = np.clip(when - starts_t[k], 0.0, lengths[k])
@@ -280,7 +292,6 @@ def switched_flow(
     if ts is None:
         ts_np, params, loss = switch_ts, ys, losses
     else:
-        ts_np = np.asarray(ts, dtype=np.float64).reshape(-1)
         if ts_np.size == 0 or not np.all(np.isfinite(ts_np)):
             raise ValueError("`ts` must be a non-empty array of finite times.")
         if ts_np.min() < -1e-12 * max(1.0, t1) or ts_np.max() > t1 * (1 + 1e-12):
