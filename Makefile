@@ -14,7 +14,7 @@ OUT    ?= results
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,mnist]'
 	touch $(STAMP)
 
 install: $(STAMP)

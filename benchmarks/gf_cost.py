@@ -3,6 +3,7 @@
 Digits MLP 64-128-128-10, tanh, float64, full batch, lr = 0.05, horizon T = 100 (2000 GD
 steps). For GF at rtol 1e-4 / 1e-6 / 1e-8 (atol = rtol * 1e-3) with Tsit5 and with RKC2
 (Runge-Kutta-Chebyshev, stages chosen per step from a spectral-radius estimate), and for
+ROS2-CG (`gdflow._solvers._ros2.ROS2CG`, matrix-free Rosenbrock-W, HVP = 2 evaluations), and for
 Euler (GD) at h = lr and h = lr/10: gradient evaluations, seconds (compiled run, compilation excluded),
 and the relative error of the parameters at T against a tight reference
 (Dopri8, rtol 1e-12). Target: GF at rtol 1e-6 reaches relative error <= 1e-6 with at
@@ -21,6 +22,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 
 import gdflow as gf  # noqa: E402
+from gdflow._solvers._ros2 import ROS2CG  # noqa: E402
 
 
 def main():
@@ -45,7 +47,8 @@ def main():
         traj = gf.gd(problem, h, steps, save_every=steps)
         gd_runs[name] = traj
         rows.append((name, traj.stats["grad_evals"], traj.stats["seconds"], rel(traj)))
-    for label, solver in (("Tsit5", "tsit5"), ("RKC2", "rkc")):
+    # ROS2-CG: L-stable Rosenbrock-W, CG on HVPs (HVP = 2 evaluations), issue 12.
+    for label, solver in (("Tsit5", "tsit5"), ("RKC2", "rkc"), ("ROS2-CG", ROS2CG())):
         for rtol in (1e-4, 1e-6, 1e-8):
             traj = gf.gradient_flow(
                 problem, T, ts=[0.0, T], solver=solver, rtol=rtol, atol=rtol * 1e-3

@@ -31,6 +31,13 @@ from ._batching import (
     Reshuffle as Reshuffle,
     RoundRobin as RoundRobin,
 )
+from ._central import (
+    CentralFlowResults as CentralFlowResults,
+    central_flow as central_flow,
+    sdcp as sdcp,
+    third_derivative as third_derivative,
+    track_eigs as track_eigs,
+)
 from ._descent import descent as descent, gd as gd, sgd as sgd
 from ._flow import FlowError as FlowError, gradient_flow as gradient_flow
 from ._gap import (
@@ -44,9 +51,9 @@ from ._modified import (
     modified_loss as modified_loss,
     sgd_modified_loss as sgd_modified_loss,
 )
+from ._momentum import momentum_layer as momentum_layer, momentum_start as momentum_start
 from ._order import fit_order as fit_order
 from ._problem import Problem as Problem
-from ._rkc import RKC2 as RKC2
 from ._run import (
     RESULTS as RESULTS,
     AbstractProgressMeter as AbstractProgressMeter,
@@ -57,6 +64,13 @@ from ._run import (
     TqdmProgressMeter as TqdmProgressMeter,
     run as run,
 )
+from ._sde import SDESolution as SDESolution, sgd_sde as sgd_sde
+from ._sharpness import (
+    SharpnessPath as SharpnessPath,
+    sharpness_along as sharpness_along,
+    sharpness_gd as sharpness_gd,
+)
+from ._solvers import RKC2 as RKC2, ROS2CG as ROS2CG
 from ._spectrum import (
     HessianEigs as HessianEigs,
     SpectrumPath as SpectrumPath,
@@ -106,6 +120,10 @@ from .splitting import (
     two_point_flow as two_point_flow,
     two_point_flow_approx as two_point_flow_approx,
 )
+
+# isort: split
+# The measurement protocol is written against the public names above: import it last.
+from . import protocol as protocol
 
 try:
     __version__ = _version("gdflow")

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._problem import Problem, float_dtype
-from ._rkc import RKC2
 from ._run import run_compiled
+from ._solvers import RKC2, ROS2CG
 from ._stats import FlowStats
 from ._trajectory import Trajectory
 from ._validate import (
@@ -39,6 +39,7 @@ _SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
     "kvaerno5": diffrax.Kvaerno5,
     "kvaerno3": diffrax.Kvaerno3,
     "rkc": RKC2,
+    "ros2": ROS2CG,
 }
 
 
@@ -412,7 +413,9 @@ def gradient_flow(
     - `solver`: a diffrax solver or one of `"tsit5"`, `"dopri5"`, `"dopri8"`,
       `"bosh3"`, `"implicit"`/`"kvaerno5"`, `"kvaerno3"`, `"rkc"`
       ([`gdflow.RKC2`][], Runge–Kutta–Chebyshev: explicit with a real stability
-      interval growing like the square of its stage count, for stiff gradient flows).
+      interval growing like the square of its stage count, for stiff gradient flows),
+      `"ros2"` ([`gdflow.ROS2CG`][], a matrix-free L-stable Rosenbrock-W method whose
+      linear solves are conjugate gradients on Hessian-vector products).
     - `rtol`, `atol`: tolerances of the step-size controller. An `rtol` below the
       machine epsilon of the state's dtype cannot be met (rounding alone exceeds it) and
       is raised to that epsilon with a `RuntimeWarning` (float32: 1.19e-7).

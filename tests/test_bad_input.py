@@ -15,7 +15,7 @@ from hypothesis import given, settings, strategies as st
 
 import gdflow as gf
 from gdflow._flow import FlowError, gradient_flow
-from gdflow._rkc import RKC2, rkc2_stability_bound, rkc2_stability_polynomial
+from gdflow._solvers._rkc import RKC2, rkc2_stability_bound, rkc2_stability_polynomial
 from gdflow._spectrum import hessian_eigs, spectrum_along
 from gdflow.splitting._switched import switched_flow
 from gdflow.splitting._two_point import two_point_flow, two_point_flow_approx

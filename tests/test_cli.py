@@ -17,12 +17,44 @@ def test_list(capsys):
         assert name in out
 
 
+# Verdicts the quick size reaches (computed by each claim's rule from the run's numbers).
+QUICK_VERDICTS = {
+    "modified-loss": {
+        "gd_runs_ahead": "holds",
+        "gd_closed_form": "holds",
+        "modified_gf_closer": "holds",
+        "local_order_1": "holds",
+        "global_order_1": "holds",
+        "sgd_modified_closer": "holds",
+    },
+    "minibatch-flow": {
+        "closed_form_exact": "holds",
+        "approx_order": "holds",
+        "approx_vs_full_gf": "differs",
+        "switched_is_exact_splitting": "holds",
+        "strang_order": "holds",
+    },
+    "gf-vs-gd": {
+        "digits.linear.first_order": "holds",
+        "digits.linear.estimate_bounds_gap": "holds",
+        "digits.relu.slight_change": "no published value",
+        "deep_linear.global_min": "holds",
+    },
+    "splitting": {
+        "random_lls.split_plateau_steps": "differs",
+        "random_lls.sgd_best_steps": "differs",
+        "random_lls.split_stable": "holds",
+    },
+}
+
+
 def test_reproduce_all_quick(tmp_path):
     out = tmp_path / "res"
     assert main(["reproduce", "all", "--quick", "--out", str(out), "--no-progress"]) == 0
     report = (out / "report.md").read_text()
     names = list(registry())
     assert "modified-loss" in names
+    assert "differs (" in report and "holds (" in report
     for name in names:
         record = json.loads((out / name / "results.json").read_text())
         assert record["status"] == "ok", record.get("traceback")
@@ -31,6 +63,17 @@ def test_reproduce_all_quick(tmp_path):
             assert (out / name / fig).stat().st_size > 1000
             assert f"({name}/{fig})" in report
         assert record["title"] in report
+        # every section opens with its claims table; results.json holds the claims
+        assert record["text"].startswith("| claim | text | gdflow | verdict |")
+        verdicts = {c["claim"]: c["verdict"] for c in record["claims"]}
+        for c in record["claims"]:
+            assert set(c) >= {"claim", "text", "published", "measured", "rule", "verdict"}
+            assert c["verdict"] in ("holds", "differs", "no published value")
+        for claim, verdict in QUICK_VERDICTS.get(name, {}).items():
+            assert verdicts[claim] == verdict, (name, claim, record["claims"])
+        assert record["machine"]["cpu_count"] >= 1
+    assert "*Machine:*" in report and "CPU core" in report
+    assert not list(out.glob(".*"))  # no temporary folder left behind
 
 
 def test_bad_arguments(tmp_path, capsys):
@@ -62,3 +105,36 @@ def test_md_table_keeps_norm_bars_in_their_column():
         # unescaped bars: one per column boundary (3 for two columns)
         assert len(re.findall(r"(?<!\\)\|", line)) == 3, line
     assert "\\|θ(T) − θ0\\|" in table and "6.367" in table
+
+
+def _numbers(out, name):
+    record = json.loads((out / name / "results.json").read_text())
+    assert record["status"] == "ok", record.get("error")
+    return record
+
+
+def test_experiment_tasks_are_cached_resumed_and_run_on_a_real_dask_cluster(tmp_path):
+    """A rerun skips finished tasks (deleting some entries recomputes exactly those), and
+    the same experiment on a 2-worker LocalCluster gives the same numbers to the bit."""
+    name = "minibatch-flow"
+    first = tmp_path / "a"
+    assert main(["reproduce", name, "--quick", "--out", str(first), "--no-progress"]) == 0
+    rec = _numbers(first, name)
+    total = rec["tasks"]["computed"]
+    assert total >= 5 and rec["tasks"]["from_cache"] == 0
+    entries = sorted((first / name / "cache").rglob("*.npz"))
+    assert len(entries) == total
+    for path in entries[:3]:  # as if the run had been interrupted before these finished
+        path.unlink()
+    assert main(["reproduce", name, "--quick", "--out", str(first), "--no-progress"]) == 0
+    again = _numbers(first, name)
+    assert again["tasks"] == {"computed": 3, "from_cache": total - 3}
+    assert again["numbers"] == rec["numbers"]
+
+    cluster = tmp_path / "b"
+    argv = ["reproduce", name, "--quick", "--out", str(cluster), "--no-progress"]
+    assert main([*argv, "--workers", "2", "--no-cache"]) == 0
+    remote = _numbers(cluster, name)
+    assert "tasks" not in remote and not (cluster / name / "cache").exists()
+    assert remote["numbers"] == rec["numbers"]
+    assert [c["verdict"] for c in remote["claims"]] == [c["verdict"] for c in rec["claims"]]

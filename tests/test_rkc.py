@@ -8,7 +8,7 @@ import pytest
 import scipy.linalg as sl
 
 import gdflow as gf
-from gdflow._rkc import rkc2_stability_bound, rkc2_stability_polynomial
+from gdflow._solvers._rkc import rkc2_stability_bound, rkc2_stability_polynomial
 
 
 def _spd(d, low, high, seed=0):

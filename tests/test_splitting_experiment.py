@@ -1,129 +1,97 @@
-"""Oracles for the steps-to-target machinery of the ``splitting`` experiment.
+"""The splitting experiment as a pipeline: its grid of picklable tasks, and the units
+check of the text's counts against curves whose answer is known."""
 
-On least squares with the identity as design and one example per batch, batch ``i`` only
-moves coordinate ``i``: an SGD step multiplies its error by ``r = 1 - lr``, an exact local
-flow by ``r = exp(-lr)``. After ``e`` epochs and ``j`` more batch steps the squared
-relative error is ``(j r^(2e+2) + (p - j) r^(2e)) / p``, so the first step meeting a
-target is known in closed form.
-"""
+import dataclasses
+import pickle
 
-import math
-
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import gdflow as gf
-from gdflow.experiments.splitting import (
-    _Case,
-    _measure,
-    _OneBatchPerEpoch,
-    _relative_error,
-    first_hit,
-    saved_steps,
-    time_to_target,
-)
-
-P = 4
+from gdflow.experiments import splitting
+from gdflow.experiments._base import DIFFERS, HOLDS, verdicts
 
 
-def closed_form_steps(r, target, p=P):
-    """First batch step k = e·p + j after which the relative error is <= target."""
-    for k in range(1, 100_000):
-        e, j = divmod(k, p)
-        err2 = (j * r ** (2 * e + 2) + (p - j) * r ** (2 * e)) / p
-        if math.sqrt(err2) <= target:
-            return k
-    raise AssertionError("target not reached")
+def _curves(rate_split, rate_sgd, m=500, epochs=70):
+    """Error curves 10^(-k / rate): error 1e-2 after 2·rate batch steps."""
+    pts = {}
+    for method, rate, lr in (("split", rate_split, 1e8), ("sgd", rate_sgd, 0.04)):
+        step = np.arange(2 * m + 1)
+        epoch = np.arange(epochs + 1)
+        pts[method] = {
+            "method": method,
+            "lr": lr,
+            "m": m,
+            "step": step,
+            "step_error": 10.0 ** (-step / rate),
+            "epoch": epoch,
+            "epoch_error": 10.0 ** (-(epoch * m) / rate),
+        }
+    return pts
 
 
-def identity_case(local, target, *, seg_epochs=7, max_epochs=200):
-    theta_star = np.arange(1.0, P + 1)
-    problem = gf.problems.least_squares(np.eye(P), theta_star, params0=jnp.zeros(P))
-    case = _Case(
-        key="identity",
-        title="identity",
-        problem=problem,
-        batch_size=1,
-        local=local,
-        measure="relative error",
-        target=target,
-        error=None,
-        lrs=[],
-        init_scale=0.0,
-        max_epochs=max_epochs,
-        seg_epochs=seg_epochs,
-        time_epochs=5,
-        best_of=1,
+def test_units_analysis_finds_the_target_of_known_curves():
+    text = splitting.TEXT_VALUES["random_lls"]
+    # 1e-2 is reached after exactly 64 (splitting) and 67 (SGD) batch steps
+    u = splitting.units_analysis(_curves(32.0, 33.5), text)
+    assert abs(np.log10(u["best_target_batch_steps"]) + 2) <= 0.051
+    assert u["counts_at_best_target_batch_steps"] == {"split": 64.0, "sgd": 67.0}
+    # at the stated target 1e-3: 3 decades, 96 and 101 (first step at or below 1e-3)
+    assert u["at_text_target"]["split_steps"] == 96.0
+    assert u["at_text_target"]["sgd_steps"] == 101.0
+    np.testing.assert_allclose(u["error_after_published_steps"]["split"], 1e-2, rtol=1e-12)
+    # counted in epochs the curves are below 1e-15 long before epoch 64: no fit
+    assert u["best_target_epochs"] is None or u["best_target_epochs"] < 1e-3
+
+
+def _problem_result(key, split_steps=None, sgd_steps=None):
+    cfg = splitting.config("quick").case(key)
+    row = {
+        "lr": 1e8,
+        "runs": [],
+        "epochs": {"reached": 1, "of": 1, "mean": 1.0},
+        "steps": {"reached": 1, "of": 1, "mean": 1.0},
+        "diverged": 0,
+        "failed": 0,
+    }
+    summary = {
+        "split_plateau_steps": split_steps,
+        "sgd_best_steps": sgd_steps,
+        "sgd_best_lr": 0.04,
+        "split_largest_lr_reaching": 1e8,
+        "sgd_largest_lr_reaching": 0.05,
+        "sgd_smallest_lr_diverging": 0.08,
+    }
+    return splitting.ProblemResult(
+        key, key, 1, 1, 500, "", 1e-3, "Exact", 1.0, "", cfg, [row], [row], summary, {}
     )
-    return case, theta_star
 
 
-def weighted_error(theta_star):
-    # |θ - θ*| weighted per coordinate by 1/θ*_i: each coordinate starts at error 1
-    def error(params):
-        P_ = np.asarray(params)
-        with np.errstate(over="ignore", invalid="ignore"):
-            return np.sqrt(np.mean(((P_ - theta_star) / theta_star) ** 2, axis=1))
-
-    return error
-
-
-@pytest.mark.parametrize(
-    "method, lr, r",
-    [("sgd", 0.1, 0.9), ("split", 0.1, math.exp(-0.1)), ("sgd", 0.7, 0.3)],
-)
-def test_steps_to_target_match_closed_form(method, lr, r):
-    target = 1e-2
-    case, theta_star = identity_case(gf.Exact(), target)
-    case.error = weighted_error(theta_star)
-    rec = _measure(method, case, case.problem, lr)
-    assert rec["steps"] == closed_form_steps(r, target)
-    assert rec["epochs"] == rec["steps"] / P
-    assert rec["seconds"] is not None and rec["seconds"] >= 0
-    assert not rec["diverged"] and rec["failed"] is None
+def test_claims_follow_the_numbers():
+    units = {"best_target_batch_steps": 1e-3}
+    ok = (_problem_result("random_lls", 64.0, 67.0), _problem_result("logistic"))
+    v = verdicts(splitting.make_claims(ok, units))
+    assert v["random_lls.split_plateau_steps"] == HOLDS
+    assert v["random_lls.sgd_best_steps"] == HOLDS
+    assert v["random_lls.ratio"] == HOLDS
+    assert v["random_lls.units_best_target"] == HOLDS
+    assert v["random_lls.sgd_divergence"] == HOLDS  # sqrt(0.05 · 0.08) = 0.063
+    # gdflow's measured counts (about 350 and 372 at the default size) differ
+    far = (_problem_result("random_lls", 350.0, 372.0), _problem_result("logistic"))
+    v = verdicts(splitting.make_claims(far, {"best_target_batch_steps": 0.2}))
+    assert v["random_lls.split_plateau_steps"] == DIFFERS
+    assert v["random_lls.sgd_best_steps"] == DIFFERS
+    assert v["random_lls.units_best_target"] == DIFFERS
 
 
-def test_target_inside_first_epoch_and_not_reached():
-    # lr = 5 with exact flows: every coordinate is fixed to e^-5 ≈ 7e-3 by its own batch
-    case, theta_star = identity_case(gf.Exact(), 0.6)
-    case.error = weighted_error(theta_star)
-    rec = _measure("split", case, case.problem, 5.0)
-    assert rec["steps"] == closed_form_steps(math.exp(-5.0), 0.6) == 3
-    case.max_epochs = 10
-    case.target = 1e-9
-    rec = _measure("sgd", case, case.problem, 0.01)  # 0.99^10 is far from 1e-9
-    assert rec["steps"] is None and not rec["diverged"]
-
-
-def test_divergence_is_recorded():
-    case, theta_star = identity_case(gf.Exact(), 1e-3, max_epochs=20)
-    case.error = weighted_error(theta_star)
-    rec = _measure("sgd", case, case.problem, 1e200)
-    assert rec["steps"] is None and rec["diverged"]
-
-
-def test_one_batch_per_epoch_replays_round_robin():
-    # With the Euler local solver the splitting *is* SGD: the replay rule must visit the
-    # batches of RoundRobin(b) in the same order, one per "epoch".
-    rng = np.random.default_rng(0)
-    X, y = rng.standard_normal((12, 3)), rng.standard_normal(12)
-    problem = gf.problems.least_squares(X, y, params0=jnp.ones(3))
-    m, b, lr = 4, 3, 0.05
-    sgd = gf.sgd(problem, lr, 2, gf.RoundRobin(b), save_every=1)
-    rep = gf.split(problem, lr, 2 * m, _OneBatchPerEpoch(b, m), local=gf.Euler(), save_every=1)
-    np.testing.assert_allclose(np.asarray(rep.ts), np.asarray(sgd.ts), rtol=1e-12)
-    np.testing.assert_allclose(np.asarray(rep.params), np.asarray(sgd.params), rtol=1e-10)
-    np.testing.assert_array_equal(saved_steps(rep, lr), np.arange(2 * m + 1))
-    # and with exact local flows it ends where the RoundRobin epoch ends
-    one = gf.split(problem, lr * 40, 1, gf.RoundRobin(b))
-    rep = gf.split(problem, lr * 40, m, _OneBatchPerEpoch(b, m))
-    np.testing.assert_allclose(np.asarray(rep.final), np.asarray(one.final), rtol=1e-9)
-
-
-def test_helpers():
-    assert first_hit([0, 5, 10], [1.0, np.nan, 0.1], 0.5) == 10
-    assert first_hit([0, 5], [np.nan, 2.0], 0.5) is None
-    assert time_to_target(2.0, 100, 25) == 0.5
-    err = _relative_error(np.array([3.0, 4.0]))
-    np.testing.assert_allclose(err(np.array([[3.0, 4.0], [0.0, 0.0]])), [0.0, 1.0])
+def test_grid_tasks_are_picklable_and_config_is_frozen():
+    cfg = splitting.config("default", seeds=2)
+    assert cfg.seeds == 2 and [c.key for c in cfg.cases] == [
+        "random_lls",
+        "tomography",
+        "logistic",
+        "softmax",
+    ]
+    fn, args = pickle.loads(pickle.dumps((splitting.measure_point, cfg)))
+    assert fn is splitting.measure_point and args == cfg and hash(args) == hash(cfg)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.seeds = 3

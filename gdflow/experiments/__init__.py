@@ -1,18 +1,30 @@
-"""The experiments: one module per text, each a reproducible figure and set of numbers.
+"""The experiments: one module per text, each a pipeline config -> run -> figures, report.
 
-``registry()`` lists them; :func:`reproduce` runs some and writes ``DIR/NAME/*.png``,
-``DIR/NAME/results.json`` and ``DIR/report.md``.
+`registry()` lists them; [`reproduce`][gdflow.experiments.reproduce] runs some and writes `DIR/NAME/*.png`,
+`DIR/NAME/results.json` (with its `claims`) and `DIR/report.md`.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from ._base import Context as Context, Experiment as Experiment, Result as Result
-from ._runner import reproduce as reproduce, write_report as write_report
+from ._base import (
+    AtLeast as AtLeast,
+    AtMost as AtMost,
+    Claim as Claim,
+    Close as Close,
+    Experiment as Experiment,
+    claims_table as claims_table,
+    run_tasks as run_tasks,
+)
+from ._runner import (
+    Interrupted as Interrupted,
+    reproduce as reproduce,
+    write_report as write_report,
+)
 
 # Order of the report. A module not written yet is skipped, so areas land independently.
-_MODULES = ("modified_loss", "minibatch_flow", "gf_vs_gd", "splitting")
+_MODULES = ("modified_loss", "minibatch_flow", "gf_vs_gd", "splitting", "sgd_sde")
 
 
 def registry() -> dict[str, Experiment]:

@@ -1,4 +1,21 @@
-"""What an experiment is, what it is given, and what it returns."""
+"""What an experiment is: config -> run (a results record) -> figures and report.
+
+An experiment is a pipeline of four pure steps (see [`Experiment`][gdflow.experiments._base.Experiment]):
+
+1. `config(size, data_dir=..., seeds=...)` builds a frozen configuration: the text's
+   published values and this size's grid;
+2. `run(config, executor=None, progress=False)` measures and returns a typed results
+   record (a frozen dataclass with a `claims` tuple); its grid (step sizes x seeds x
+   problems) is a list of independent task calls of one module-level function, executed
+   through [`run_tasks`][gdflow.experiments._base.run_tasks] so that a later change can send them to a Dask cluster;
+3. `figures(results, out)` draws from the record alone and returns the file names;
+4. `report(results)` writes Markdown from the record alone, each section opening with
+   its claims table ([`claims_table`][gdflow.experiments._base.claims_table]).
+
+Every sentence of a report that states a fact about a run comes from a [`Claim`][gdflow.experiments._base.Claim]: the
+text's statement, the published value, the measured value and the rule that compares
+them; the verdict is computed, never typed.
+"""
 
 from __future__ import annotations
 
@@ -6,108 +23,304 @@ import dataclasses
 import json
 import math
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 SIZES = ("quick", "default", "full")
 
+HOLDS = "holds"
+DIFFERS = "differs"
+NO_PUBLISHED = "no published value"
+
+
+# --- rules and claims ----------------------------------------------------------------------
+
+
+def _finite(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
 
 @dataclasses.dataclass(frozen=True)
-class Result:
-    """What an experiment reports.
+class Close:
+    """Holds when $|m - p| \\le \\mathrm{atol} + \\mathrm{rtol}\\,|p|$ (m measured, p published)."""
 
-    - ``numbers``: JSON-serialisable measurements (nested dicts / lists / floats); written
-      to ``results.json``.
-    - ``figures``: paths of the figures written, relative to the experiment's folder.
-    - ``text``: Markdown for ``report.md``: what was run, the numbers that matter in
-      tables, and how they compare with the text.
+    rtol: float = 0.0
+    atol: float = 0.0
+
+    def holds(self, published, measured) -> bool:
+        return abs(measured - published) <= self.atol + self.rtol * abs(published)
+
+    def describe(self) -> str:
+        parts = []
+        if self.rtol:
+            parts.append(f"{self.rtol:g}·|text|")
+        if self.atol or not parts:
+            parts.append(f"{self.atol:g}")
+        return "|gdflow − text| ≤ " + " + ".join(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class AtMost:
+    """Holds when $m \\le \\mathrm{factor}\\cdot p$."""
+
+    factor: float = 1.0
+
+    def holds(self, published, measured) -> bool:
+        return measured <= self.factor * published
+
+    def describe(self) -> str:
+        return "gdflow ≤ " + ("text" if self.factor == 1 else f"{self.factor:g}·text")
+
+
+@dataclasses.dataclass(frozen=True)
+class AtLeast:
+    """Holds when $m \\ge \\mathrm{factor}\\cdot p$."""
+
+    factor: float = 1.0
+
+    def holds(self, published, measured) -> bool:
+        return measured >= self.factor * published
+
+    def describe(self) -> str:
+        return "gdflow ≥ " + ("text" if self.factor == 1 else f"{self.factor:g}·text")
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """One statement of a text, checked against one measured number.
+
+    - `claim`: a short identifier (`"random_lls.split_plateau_steps"`).
+    - `text`: the statement, in words (what the text says, or what the theory predicts).
+    - `published`: the number the statement gives (`None`: the text gives none).
+    - `measured`: what this run measured (`None`: the run did not reach it).
+    - `rule`: a [`Close`][gdflow.experiments._base.Close], [`AtMost`][gdflow.experiments._base.AtMost] or [`AtLeast`][gdflow.experiments._base.AtLeast] comparing the two.
+
+    The verdict is computed: `"no published value"` when `published` is `None`,
+    `"differs"` when nothing finite was measured or the rule fails, else `"holds"`.
     """
 
-    numbers: dict
-    figures: list[str]
+    claim: str
     text: str
+    published: float | None
+    measured: float | None
+    rule: Close | AtMost | AtLeast
+    unit: str = ""
+
+    @property
+    def verdict(self) -> str:
+        if self.published is None:
+            return NO_PUBLISHED
+        if not _finite(self.measured):
+            return DIFFERS
+        return HOLDS if self.rule.holds(float(self.published), float(self.measured)) else DIFFERS
+
+    def to_json(self) -> dict:
+        return {
+            "claim": self.claim,
+            "text": self.text,
+            "published": self.published,
+            "measured": self.measured,
+            "rule": self.rule.describe(),
+            "verdict": self.verdict,
+            "unit": self.unit,
+        }
 
 
-@dataclasses.dataclass
-class Context:
-    """What an experiment is given.
+def _num(v) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
 
-    - ``out``: the experiment's own folder (``DIR/NAME``), created before ``run``.
-    - ``size``: ``"quick"`` (a CI smoke run), ``"default"`` (minutes) or ``"full"``
-      (the texts' own sizes).
-    - ``data_dir``: where the user keeps IDX data sets (``None``: bundled digits only).
-    - ``seeds``: number of seeds asked for on the command line (``None``: the
-      experiment's default for the size).
-    - ``progress``: whether to draw progress bars.
+
+def claims_table(claims: Sequence[Claim]) -> str:
+    """The claims table that opens a report section: claim | text | gdflow | verdict."""
+    rows = []
+    for c in claims:
+        unit = f" {c.unit}" if c.unit else ""
+        pub = "none given" if c.published is None else _num(c.published) + unit
+        verdict = c.verdict if c.published is None else f"{c.verdict} ({c.rule.describe()})"
+        rows.append(
+            [c.text, pub, _num(c.measured) + (unit if c.measured is not None else ""), verdict]
+        )
+    return md_table(["claim", "text", "gdflow", "verdict"], rows)
+
+
+def verdicts(claims: Iterable[Claim]) -> dict[str, str]:
+    """`{claim id: verdict}`, for tests and summaries."""
+    return {c.claim: c.verdict for c in claims}
+
+
+# --- the task loop --------------------------------------------------------------------------
+
+
+def run_tasks(fn: Callable, tasks: Sequence[tuple], executor=None, *, track=None) -> list:
+    """Call `fn(*task)` for every task; results in task order.
+
+    `fn` must be a module-level (picklable) function of one grid point and `tasks`
+    tuples of picklable values, so that the same list runs unchanged on any
+    `concurrent.futures.Executor`-shaped object (`executor.submit(fn, *task)` returning
+    futures with `.result()`): a process pool, or a Dask `distributed.Client`.
+    `executor=None` runs in this process, in order. `track` wraps the iteration (a
+    progress bar) in the in-process case.
+    """
+    tasks = list(tasks)
+    it = tasks if track is None else track(tasks)
+    if executor is None:
+        return [fn(*t) for t in it]
+    futures = [executor.submit(fn, *t) for t in it]  # in-process executors run here
+    return [f.result() for f in futures]
+
+
+def _stable_repr(x) -> str:
+    """`repr`, with functions named by module and qualified name (not by address), so that
+    the same task has the same key in every run."""
+    if isinstance(x, tuple | list):
+        inner = ", ".join(_stable_repr(v) for v in x)
+        return f"({inner})" if isinstance(x, tuple) else f"[{inner}]"
+    if callable(x) and hasattr(x, "__qualname__") and not isinstance(x, type):
+        return f"<{getattr(x, '__module__', '')}.{x.__qualname__}>"
+    return repr(x)
+
+
+class _WithJax:
+    """`fn` that first applies the caller's JAX numerics settings (float64 on or off,
+    matmul precision, rank promotion): a task on another process computes what it would
+    compute here."""
+
+    __slots__ = ("fn", "settings")
+
+    def __init__(self, fn, settings: dict):
+        self.fn, self.settings = fn, settings
+
+    def __reduce__(self):
+        return (_WithJax, (self.fn, self.settings))
+
+    def __call__(self, *task):
+        import jax
+
+        for name, value in self.settings.items():
+            if getattr(jax.config, name) != value:
+                jax.config.update(name, value)
+        return self.fn(*task)
+
+
+class CachedExecutor:
+    """An executor that answers tasks from a [`gdflow.ResultCache`][] and stores each
+    result the moment it arrives, wrapped around any `concurrent.futures`-shaped executor
+    (in-process by default, or a Dask client).
+
+    A task is `fn(*task)`; its key hashes the function's qualified name, the `repr` of the
+    task tuple (configs are frozen dataclasses with deterministic reprs) and gdflow's
+    version, so a rerun with the same config skips finished tasks, and an interrupted run
+    loses at most the tasks in flight. `hits` and `misses` count what happened.
     """
 
-    out: Path
-    size: str = "default"
-    data_dir: Path | None = None
-    seeds: int | None = None
-    progress: bool = True
+    def __init__(self, cache, executor=None):
+        from .._sweep import InProcess
 
-    def __post_init__(self):
-        if self.size not in SIZES:
-            raise ValueError(f"`size` must be one of {SIZES}; got {self.size!r}.")
-        self.out = Path(self.out)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.cache = cache
+        self.executor = InProcess() if executor is None else executor
+        self.hits = 0
+        self.misses = 0
 
-    def pick(self, *, quick, default, full=None):
-        """The value for this run's size (``full`` falls back to ``default``)."""
-        if self.size == "quick":
-            return quick
-        if self.size == "full" and full is not None:
-            return full
-        return default
+    def _key(self, fn, task) -> str:
+        import hashlib
 
-    def num_seeds(self, *, quick: int, default: int, full: int | None = None) -> int:
-        """``--seeds`` if given, else the experiment's choice for the size."""
-        if self.seeds is not None:
-            return self.seeds
-        return self.pick(quick=quick, default=default, full=full)
+        name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+        digest = hashlib.sha256(_stable_repr(task).encode()).hexdigest()
+        return self.cache.key({"task": digest}, task=name)
 
-    def track(self, iterable: Iterable, desc: str = "", total: int | None = None):
-        """Iterate with a progress bar (on stderr) when ``progress`` is on."""
-        if not self.progress:
+    def submit(self, fn, *task):
+        import concurrent.futures as cf
+
+        key = self._key(fn, task)
+        if self.cache.contains(key):
+            self.hits += 1
+            done: cf.Future = cf.Future()
+            done.set_result(self.cache.load(key))
+            return done
+        self.misses += 1
+        from .._sweep import jax_settings
+
+        future = self.executor.submit(_WithJax(fn, jax_settings()), *task)
+
+        def store(f):
+            if not f.cancelled() and f.exception() is None:
+                self.cache.store(key, f.result())
+
+        future.add_done_callback(store)
+        return future
+
+
+def tracker(progress: bool, desc: str = ""):
+    """A function wrapping an iterable in a progress bar on stderr (or not)."""
+
+    def track(iterable):
+        if not progress:
             return iterable
         from tqdm.auto import tqdm
 
-        return tqdm(iterable, desc=desc, total=total, leave=False, file=sys.stderr)
+        return tqdm(iterable, desc=desc, leave=False, file=sys.stderr)
 
-    def savefig(self, fig, name: str) -> str:
-        """Save a matplotlib figure as ``out/name`` (PNG, 150 dpi), close it, return ``name``."""
-        import matplotlib.pyplot as plt
+    return track
 
-        path = self.out / name
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-        plt.close(fig)
-        return name
+
+def pick(size: str, *, quick, default, full=None):
+    """The value for `size` (`full` falls back to `default`)."""
+    if size not in SIZES:
+        raise ValueError(f"`size` must be one of {SIZES}; got {size!r}.")
+    if size == "quick":
+        return quick
+    if size == "full" and full is not None:
+        return full
+    return default
+
+
+def savefig(fig, out: Path, name: str) -> str:
+    """Save a matplotlib figure as `out/name` (PNG, 150 dpi), close it, return `name`."""
+    import matplotlib.pyplot as plt
+
+    fig.savefig(Path(out) / name, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    return name
 
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-    """A reproducible claim of one of the texts.
+    """A reproducible set of claims of one of the texts, as a pipeline.
 
-    - ``name``: the command-line name (``gdflow reproduce NAME``).
-    - ``title``: one line for listings and the report.
-    - ``source``: the text it reproduces (a file in ``shared/sources``) with its authors.
-    - ``summary``: what it shows, two or three sentences.
-    - ``run``: ``run(ctx: Context) -> Result``.
+    - `name`: the command-line name (`gdflow reproduce NAME`).
+    - `title`: one line for listings and the report.
+    - `source`: the text it reproduces (a file in `shared/sources`) with its authors.
+    - `summary`: what it checks, two or three sentences (no verdicts: those are claims).
+    - `config`: `config(size, *, data_dir=None, seeds=None) -> Config`.
+    - `run`: `run(config, *, executor=None, progress=False) -> Results`; `Results` has
+      `claims` and `numbers()` (a JSON-ready dict).
+    - `figures`: `figures(results, out) -> list[str]`.
+    - `report`: `report(results) -> str`.
     """
 
     name: str
     title: str
     source: str
     summary: str
-    run: Callable[[Context], Result]
+    config: Callable[..., Any]
+    run: Callable[..., Any]
+    figures: Callable[[Any, Path], list[str]]
+    report: Callable[[Any], str]
 
 
 def jsonable(obj: Any) -> Any:
-    """Convert NumPy / JAX scalars and arrays inside ``obj`` to plain JSON values."""
+    """Convert NumPy / JAX scalars and arrays, dataclasses and claims to plain JSON values."""
     import numpy as np
 
+    if isinstance(obj, Claim):
+        return jsonable(obj.to_json())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return jsonable({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
@@ -129,8 +342,8 @@ def write_json(path: Path, payload: dict) -> None:
 
 
 def md_table(header: list[str], rows: list[list[Any]], fmt: str = "{:.4g}") -> str:
-    """A Markdown table; floats formatted with ``fmt``, ``|`` inside cells escaped (so a
-    norm such as ``|θ - θ*|`` stays in its column)."""
+    """A Markdown table; floats formatted with `fmt`, `|` inside cells escaped (so a
+    norm such as `|θ - θ*|` stays in its column)."""
 
     def cell(v):
         text = fmt.format(v) if isinstance(v, float) else str(v)

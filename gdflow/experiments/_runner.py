@@ -4,18 +4,50 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
+import shutil
 import time
 import traceback
 from pathlib import Path
 
-from ._base import Context, Experiment, write_json
+from ._base import Experiment, claims_table, write_json
 
 
 def _enable_x64() -> None:
     import jax
 
     jax.config.update("jax_enable_x64", True)
+
+
+def machine() -> dict:
+    """What this run ran on, read from the machine itself."""
+    import jax
+
+    devices = jax.devices()
+    info = {
+        "system": f"{platform.system()} {platform.release()}",
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "jax_devices": f"{len(devices)} × {devices[0].platform} ({devices[0].device_kind})",
+    }
+    try:
+        info["load_average_1min"] = round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):  # not on every platform
+        info["load_average_1min"] = None
+    return info
+
+
+def describe_machine(m: dict) -> str:
+    """One sentence about the machine, computed from [`machine`][gdflow.experiments._runner.machine]'s numbers."""
+    text = f"{m['cpu_count']} CPU core(s) ({m['cpu']}, {m['system']}), JAX on {m['jax_devices']}"
+    load = m.get("load_average_1min")
+    if load is not None and m.get("cpu_count"):
+        # Rule: "loaded" when the 1-minute load average at the start is at least the
+        # number of cores (every core already busy with other work).
+        state = "loaded" if load >= m["cpu_count"] else "not fully loaded"
+        text += f"; load average {load:g} at the start ({state}: rule load ≥ cores)"
+    return text
 
 
 def _versions() -> dict:
@@ -33,8 +65,55 @@ def _versions() -> dict:
         "optax": optax.__version__,
         "equinox": equinox.__version__,
         "python": platform.python_version(),
-        "machine": f"{platform.machine()}, {jax.devices()[0].platform}",
     }
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during `reproduce`: says what was interrupted and what the report keeps."""
+
+    def __init__(self, name: str, finished: list[str], out: Path):
+        self.name, self.finished, self.out = name, finished, out
+        kept = ", ".join(finished) if finished else "no experiment of this run"
+        super().__init__(
+            f"interrupted during {name!r}; {out / 'report.md'} keeps {kept} "
+            f"(and any earlier results); {name!r}'s folder was left as it was."
+        )
+
+
+def check_data_dir(data_dir) -> Path | None:
+    """`--data DIR` must exist and hold a recognisable data set; `None` passes."""
+    if data_dir is None:
+        return None
+    from .. import datasets
+
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise ValueError(f"`--data` {data_dir} is not a directory.")
+    found = [n for n in ("mnist", "fashion-mnist") if datasets.find_idx_dir(data_dir, n)]
+    if not found:
+        raise ValueError(
+            f"`--data` {data_dir} holds no IDX data set. Looked for "
+            + datasets.describe_search(data_dir)
+            + ". Put the IDX files there, or leave out --data."
+        )
+    return data_dir
+
+
+def check_out_dir(out) -> Path:
+    """`--out DIR` must be a directory that can be created and written."""
+    out = Path(out)
+    for parent in [out, *out.parents]:
+        if parent.exists() and not parent.is_dir():
+            what = "is" if parent == out else f"lies under {parent}, which is"
+            raise ValueError(f"`--out` {out} {what} an existing file; give a directory.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".gdflow-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"`--out` {out} cannot be written ({e.strerror or e}).") from None
+    return out
 
 
 def reproduce(
@@ -45,22 +124,27 @@ def reproduce(
     data_dir=None,
     seeds: int | None = None,
     progress: bool = True,
+    executor=None,
+    cache: bool = True,
     log=print,
 ) -> dict[str, dict]:
-    """Run experiments ``names`` (a list, or ``"all"``) and write their results.
+    """Run experiments `names` (a list, or `"all"`) and write their results.
 
-    Enables float64 (``jax_enable_x64``) and the non-interactive matplotlib backend first.
-    Each experiment writes ``out/NAME/*.png`` and ``out/NAME/results.json``; ``out/report.md``
-    is rewritten after each one, so an interrupted run keeps every finished experiment.
-    A failing experiment is recorded in its ``results.json`` and the report, and the rest
-    still run.
+    Enables float64 (`jax_enable_x64`) and the non-interactive matplotlib backend first.
+    Each experiment writes its figures and `results.json` into a temporary folder, which
+    replaces `out/NAME` only when the experiment has finished, so an interrupted run never
+    mixes figures of one run with numbers of another. `out/report.md` is rewritten after
+    each one. A failing experiment is recorded in its `results.json` and the report, and
+    the rest still run. With `cache` (default) every task of an experiment's grid is
+    stored under `out/NAME/cache/` as it finishes (keyed by the task, the config and
+    gdflow's version) and a rerun skips the finished ones; `executor` runs the tasks (a
+    Dask client for `--workers`/`--scheduler`, else this process).
 
-    **Returns:** a dict from name to the record written to ``results.json``.
+    **Returns:** a dict from name to the record written to `results.json`.
+
+    **Raises:** `ValueError` for an unknown name, a bad `size`, `--data` or
+    `--out` (checked before anything is written); [`Interrupted`][gdflow.experiments._runner.Interrupted] on Ctrl-C.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    _enable_x64()
     from . import registry
 
     available = registry()
@@ -73,28 +157,65 @@ def reproduce(
             raise ValueError(
                 f"unknown experiment(s) {unknown}; available: {', '.join(available)} or 'all'."
             )
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    data_dir = None if data_dir is None else Path(data_dir)
-    if data_dir is not None and not data_dir.is_dir():
-        raise ValueError(f"`--data` {data_dir} is not a directory.")
+    data_dir = check_data_dir(data_dir)  # before the output folder is created
+    out = check_out_dir(out)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    _enable_x64()
+    host = machine()
     records: dict[str, dict] = {}
+    finished: list[str] = []
     for name in chosen:
         exp: Experiment = available[name]
-        ctx = Context(out / name, size=size, data_dir=data_dir, seeds=seeds, progress=progress)
         log(f"[gdflow] {name}: {exp.title} (size {size})")
-        start = time.perf_counter()
-        record = {
-            "name": exp.name,
-            "title": exp.title,
-            "source": exp.source,
-            "summary": exp.summary,
-            "size": size,
-            "date": _dt.datetime.now().isoformat(timespec="seconds"),
-            "versions": _versions(),
-        }
         try:
-            result = exp.run(ctx)
+            record = _run_one(exp, out, size, data_dir, seeds, progress, executor, host, cache)
+        except KeyboardInterrupt:
+            write_report(out, list(available))
+            raise Interrupted(name, finished, out) from None
+        if record["status"] == "ok":
+            log(f"[gdflow] {name}: done in {record['seconds']:.1f} s -> {out / name}")
+        else:
+            log(f"[gdflow] {name} FAILED: {record['error']}")
+        records[name] = record
+        finished.append(name)
+        write_report(out, list(available))
+    return records
+
+
+def _run_one(exp, out, size, data_dir, seeds, progress, executor, host, cache=True) -> dict:
+    final = out / exp.name
+    tmp = out / f".{exp.name}.partial"
+    tasks = None
+    if cache:
+        from .._sweep import ResultCache
+        from ._base import CachedExecutor
+
+        # The cache lives in the final folder from the start, so an interrupted run keeps
+        # the tasks that finished; it moves with the results when they replace the folder.
+        tasks = CachedExecutor(ResultCache(final / "cache", pickle=True), executor)
+        executor = tasks
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    start = time.perf_counter()
+    record = {
+        "name": exp.name,
+        "title": exp.title,
+        "source": exp.source,
+        "summary": exp.summary,
+        "size": size,
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "machine": host,
+    }
+    try:
+        try:
+            config = exp.config(size, data_dir=data_dir, seeds=seeds)
+            results = exp.run(config, executor=executor, progress=progress)
+            figures = exp.figures(results, tmp)
+            text = exp.report(results)
         except Exception as e:  # keep going: one broken experiment must not lose the rest
             record.update(
                 status="failed",
@@ -102,27 +223,43 @@ def reproduce(
                 traceback=traceback.format_exc(),
                 seconds=time.perf_counter() - start,
             )
-            log(f"[gdflow] {name} FAILED: {type(e).__name__}: {e}")
         else:
             record.update(
                 status="ok",
                 seconds=time.perf_counter() - start,
-                numbers=result.numbers,
-                figures=result.figures,
-                text=result.text,
+                claims=[c.to_json() for c in results.claims],
+                numbers=results.numbers(),
+                figures=figures,
+                text=text,
             )
-            log(f"[gdflow] {name}: done in {record['seconds']:.1f} s -> {ctx.out}")
-        write_json(ctx.out / "results.json", record)
-        records[name] = record
-        write_report(out, list(available))
-    return records
+        write_json(tmp / "results.json", record)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if tasks is not None:
+        record["tasks"] = {"computed": tasks.misses, "from_cache": tasks.hits}
+        write_json(tmp / "results.json", record)
+        if (final / "cache").exists():
+            (final / "cache").rename(tmp / "cache")
+    # Move into place only now: the old folder (if any) goes as a whole.
+    if final.exists():
+        old = out / f".{exp.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
+    return record
 
 
 def write_report(out, order=None) -> Path:
-    """Assemble ``out/report.md`` from every ``out/*/results.json`` present."""
+    """Assemble `out/report.md` from every `out/*/results.json` present."""
     out = Path(out)
     found = {}
     for path in sorted(out.glob("*/results.json")):
+        if path.parent.name.startswith("."):
+            continue
         try:
             rec = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
@@ -134,14 +271,20 @@ def write_report(out, order=None) -> Path:
         "",
         "Each section reproduces claims of one text in `shared/sources/` with a figure and "
         "numbers measured by gdflow. Sizes: `quick` is a smoke run, `default` takes minutes, "
-        "`full` uses the texts' own sizes.",
+        "`full` uses the texts' own sizes. Each section opens with its claims: the text's "
+        "statement, its published value, gdflow's measurement and the verdict computed by "
+        "the stated rule (holds / differs / no published value).",
         "",
     ]
     for n in names:
         folder, rec = found[n]
+        counts = {}
+        for c in rec.get("claims", []):
+            counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
+        tally = ", ".join(f"{k}: {v}" for k, v in counts.items())
         lines.append(
             f"- [{rec.get('title', n)}](#{n}) — `{n}`, size {rec.get('size')}, "
-            f"{rec.get('status')}, {rec.get('seconds', 0):.0f} s"
+            f"{rec.get('status')}, {rec.get('seconds', 0):.0f} s" + (f"; {tally}" if tally else "")
         )
     lines.append("")
     for n in names:
@@ -151,8 +294,10 @@ def write_report(out, order=None) -> Path:
             f"*Source:* {rec.get('source', '')}  ",
             f"*Run:* `gdflow reproduce {n}` "
             f"(size {rec.get('size')}, {rec.get('seconds', 0):.1f} s, {rec.get('date', '')})",
-            "",
         ]
+        if rec.get("machine"):
+            lines += [f"*Machine:* {describe_machine(rec['machine'])}"]
+        lines.append("")
         if rec.get("summary"):
             lines += [rec["summary"], ""]
         if rec.get("status") != "ok":
@@ -167,3 +312,6 @@ def write_report(out, order=None) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+__all__ = ["reproduce", "write_report", "machine", "describe_machine", "claims_table"]

@@ -1,32 +1,35 @@
-r"""Experiment ``minibatch-flow``: the switched (square-wave) gradient flow of minibatching.
+r"""Experiment `minibatch-flow`: the switched (square-wave) gradient flow of minibatching.
 
-Source: ``shared/sources/minibatch-gradient-flow.md``. Two points ``a``, ``b``, per-example
-loss :math:`\tfrac12|x-\theta|^2`, one example per batch visited round robin; the text
-models this as :math:`\dot\theta = \eta[g_{2\eta}(t)(a-\theta) + (1-g_{2\eta}(t))(b-\theta)]`
-(rate and dwell time :math:`\eta`), solves it by Laplace transform and approximates the
-solution for :math:`\eta \ll 1`. We
+Source: `shared/sources/minibatch-gradient-flow.md`. Two points `a`, `b`, per-example
+loss $\tfrac12|x-\theta|^2$, one example per batch visited round robin; the text
+models this as $\dot\theta = \eta[g_{2\eta}(t)(a-\theta) + (1-g_{2\eta}(t))(b-\theta)]$
+(rate and dwell time $\eta$), solves it by Laplace transform and approximates the
+solution for $\eta \ll 1$. We
 
-1. solve the switched flow numerically (:func:`gdflow.switched_flow`, ``rate = dwell =
-   eta``) and compare it with the closed form (:func:`gdflow.two_point_flow`), the
-   approximation (:func:`gdflow.two_point_flow_approx`), full-batch gradient flow and
+1. solve the switched flow numerically ([`gdflow.switched_flow`][], `rate = dwell =
+   eta`) and compare it with the closed form ([`gdflow.two_point_flow`][]), the
+   approximation ([`gdflow.two_point_flow_approx`][]), full-batch gradient flow and
    discrete round-robin GD in one figure;
-2. tabulate the approximation's maximal error against :math:`\eta` (log-log figure, fitted
+2. tabulate the approximation's maximal error against $\eta$ (log-log figure, fitted
    order), beside full-batch gradient flow and a consistently corrected approximation
-   (our addition, :math:`O(\eta^4)`; see :func:`gdflow.two_point_flow_approx`);
-3. go beyond two batches: a small least-squares problem with ``m = 8`` batches, where the
-   switched flow (rate 1, dwell ``lr``) sampled at epoch ends *is* the splitting
-   optimiser with exact local flows (:func:`gdflow.split`, ``local=Exact()``), and compare
+   (our addition, $O(\eta^4)$; see [`gdflow.two_point_flow_approx`][]);
+3. go beyond two batches: a small least-squares problem with `m = 8` batches, where the
+   switched flow (rate 1, dwell `lr`) sampled at epoch ends *is* the splitting
+   optimiser with exact local flows ([`gdflow.split`][], `local=Exact()`), and compare
    it, its Strang variant and SGD with gradient flow (global errors of order 1, 2, 1 in
-   ``lr``).
+   `lr`).
 
-Time conventions. The text's flow advances each dwell of length :math:`\eta` at rate
-:math:`\eta`, i.e. by as much gradient-flow time as an SGD step of :math:`\eta^2`: its
-Euler discretisation is round-robin GD with step :math:`\eta^2`, whose step ``k`` sits at
-text time :math:`t = k\eta`. Full-batch GF in text time is
-:math:`\dot\theta = -\eta\nabla L`.
+Time conventions. The text's flow advances each dwell of length $\eta$ at rate
+$\eta$, i.e. by as much gradient-flow time as an SGD step of $\eta^2$: its
+Euler discretisation is round-robin GD with step $\eta^2$, whose step `k` sits at
+text time $t = k\eta$. Full-batch GF in text time is
+$\dot\theta = -\eta\nabla L$.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import functools as ft
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +37,18 @@ import numpy as np
 
 import gdflow as gf
 
-from ._base import Context, Experiment, Result, md_table
+from ._base import (
+    AtMost,
+    Claim,
+    Close,
+    Experiment,
+    claims_table,
+    md_table,
+    pick,
+    run_tasks,
+    savefig,
+    tracker,
+)
 
 # The text gives no numbers for its figures; a 2-d instance where every curve is visible.
 A = np.array([2.0, 0.0])
@@ -45,8 +59,59 @@ DWELLS = 32  # dwell intervals solved numerically per eta (one compilation for a
 TOL = {"rtol": 1e-12, "atol": 1e-14}
 
 
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The two-point instance, the eta grid and the many-batch grid for one size."""
+
+    size: str
+    etas: tuple[float, ...]
+    epochs: tuple[int, ...]  # many batches: epochs per run at fixed T (lr = T / (m E))
+    eta_figure: float = ETA_FIGURE
+    # Published / predicted values compared in the claims.
+    approx_order: float = 2.0  # the text: the eta << 1 approximation errs by O(eta^2)
+    order_tolerance: float = 0.25
+    closed_form_tolerance: float = 1e-9
+
+
+def config(size: str = "default", *, data_dir=None, seeds=None) -> Config:
+    """The configuration for `size` (no data set and no seeds: everything is closed form)."""
+    return Config(
+        size=size,
+        etas=tuple(
+            pick(
+                size,
+                quick=[0.5, 0.25, 0.125, 0.0625],
+                default=[0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625],
+                full=[0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625, 0.0078125, 0.00390625],
+            )
+        ),
+        epochs=tuple(pick(size, quick=[10, 20, 40, 80], default=[10, 20, 40, 80, 160, 320])),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Results:
+    """Everything the figures and the report are made from."""
+
+    config: Config
+    curves: dict  # the figure's dense curves (arrays)
+    figure: dict  # numbers of the figure
+    rows: list  # per eta: approximation errors
+    orders: dict  # fitted orders of the approximations
+    many_curves: dict
+    many: dict
+    claims: tuple[Claim, ...]
+
+    def numbers(self) -> dict:
+        return {
+            "figure": self.figure,
+            "approximation": {"rows": self.rows, "orders": self.orders},
+            "many_batches": self.many,
+        }
+
+
 def _along(theta):
-    """Coordinate of ``theta`` along a − b, relative to the midpoint (the oscillating one)."""
+    """Coordinate of `theta` along a − b, relative to the midpoint (the oscillating one)."""
     u = (A - B) / np.linalg.norm(A - B)
     return (np.asarray(theta) - (A + B) / 2) @ u
 
@@ -56,14 +121,15 @@ def _two_point_problem():
 
 
 def _switched(eta: float):
-    """The text's switched flow on its first ``DWELLS`` dwell intervals."""
+    """The text's switched flow on its first `DWELLS` dwell intervals."""
     return gf.switched_flow(
         _two_point_problem(), eta, DWELLS * eta, gf.RoundRobin(1), rate=eta, **TOL
     )
 
 
-def _figure_curves(ctx: Context):
-    eta = ETA_FIGURE
+def figure_task(config: Config):
+    """The figure's curves and numbers at `config.eta_figure` (one task)."""
+    eta = config.eta_figure
     t1 = DWELLS * eta
     flow = _switched(eta)
     t = np.linspace(0.0, t1, 1601)
@@ -113,7 +179,7 @@ def _figure_curves(ctx: Context):
     return curves, numbers
 
 
-def _figure(ctx: Context, c) -> str:
+def _figure(out, c) -> str:
     import matplotlib.pyplot as plt
 
     eta = ETA_FIGURE
@@ -165,50 +231,49 @@ def _figure(ctx: Context, c) -> str:
     ax.set(xlabel=r"text time $t$", ylabel="error", title="Errors against the numerical flow")
     ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
-    return ctx.savefig(fig, "two_point_flow.png")
+    return savefig(fig, out, "two_point_flow.png")
 
 
-def _approx_errors(ctx: Context, etas):
-    rows = []
-    for eta in ctx.track(etas, desc="eta"):
-        # numerical switched flow on its first DWELLS intervals, 8 samples per dwell
-        flow = _switched(eta)
-        t_num = np.linspace(0.0, DWELLS * eta, 8 * DWELLS + 1)
-        numeric = np.asarray(flow.evaluate(t_num))
-        closed_num = np.asarray(gf.two_point_flow(t_num, A, B, THETA0, eta))
-        approx_num = np.asarray(gf.two_point_flow_approx(t_num, A, B, THETA0, eta))
-        # closed form on the whole transient, eta·t in [0, 6], finely near the first switches
-        t = np.unique(
-            np.concatenate([np.linspace(0, 4 * eta, 4001), np.linspace(0, 6 / eta, 200_001)])
-        )
-        exact = np.asarray(gf.two_point_flow(t, A, B, THETA0, eta))
-        err = np.abs(np.asarray(gf.two_point_flow_approx(t, A, B, THETA0, eta)) - exact).max()
-        corr = np.abs(
-            np.asarray(gf.two_point_flow_approx(t, A, B, THETA0, eta, corrected=True)) - exact
-        ).max()
-        mid = (A + B) / 2
-        full = np.abs(mid + (THETA0 - mid) * np.exp(-eta * t)[:, None] - exact).max()
-        rows.append(
-            {
-                "eta": eta,
-                "closed_vs_numeric": float(np.abs(closed_num - numeric).max()),
-                "approx_vs_numeric": float(np.abs(approx_num - numeric).max()),
-                "approx_vs_closed": float(err),
-                "approx_error_over_eta2": float(err / eta**2),
-                "full_gf_vs_closed": float(full),
-                "corrected_vs_closed": float(corr),
-                "corrected_error_over_eta4": float(corr / eta**4),
-            }
-        )
+def approx_error_task(config: Config, eta: float) -> dict:
+    """Errors of the closed form and the approximations at one `eta` (one task)."""
+    # numerical switched flow on its first DWELLS intervals, 8 samples per dwell
+    flow = _switched(eta)
+    t_num = np.linspace(0.0, DWELLS * eta, 8 * DWELLS + 1)
+    numeric = np.asarray(flow.evaluate(t_num))
+    closed_num = np.asarray(gf.two_point_flow(t_num, A, B, THETA0, eta))
+    approx_num = np.asarray(gf.two_point_flow_approx(t_num, A, B, THETA0, eta))
+    # closed form on the whole transient, eta·t in [0, 6], finely near the first switches
+    t = np.unique(
+        np.concatenate([np.linspace(0, 4 * eta, 4001), np.linspace(0, 6 / eta, 200_001)])
+    )
+    exact = np.asarray(gf.two_point_flow(t, A, B, THETA0, eta))
+    err = np.abs(np.asarray(gf.two_point_flow_approx(t, A, B, THETA0, eta)) - exact).max()
+    corr = np.abs(
+        np.asarray(gf.two_point_flow_approx(t, A, B, THETA0, eta, corrected=True)) - exact
+    ).max()
+    mid = (A + B) / 2
+    full = np.abs(mid + (THETA0 - mid) * np.exp(-eta * t)[:, None] - exact).max()
+    return {
+        "eta": eta,
+        "closed_vs_numeric": float(np.abs(closed_num - numeric).max()),
+        "approx_vs_numeric": float(np.abs(approx_num - numeric).max()),
+        "approx_vs_closed": float(err),
+        "approx_error_over_eta2": float(err / eta**2),
+        "full_gf_vs_closed": float(full),
+        "corrected_vs_closed": float(corr),
+        "corrected_error_over_eta4": float(corr / eta**4),
+    }
+
+
+def _fit_orders(rows):
     e = [r["eta"] for r in rows]
-    orders = {
+    return {
         k: gf.fit_order(e, [r[k] for r in rows])
         for k in ("approx_vs_closed", "full_gf_vs_closed", "corrected_vs_closed")
     }
-    return rows, orders
 
 
-def _error_figure(ctx: Context, rows, orders) -> str:
+def _error_figure(out, rows, orders) -> str:
     import matplotlib.pyplot as plt
 
     etas = np.array([r["eta"] for r in rows])
@@ -229,21 +294,41 @@ def _error_figure(ctx: Context, rows, orders) -> str:
     )
     ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
-    return ctx.savefig(fig, "approx_error.png")
+    return savefig(fig, out, "approx_error.png")
 
 
-def _many_batches(ctx: Context):
-    """m = 8 batches of least squares: switched flow = exact splitting; orders vs GF."""
-    b, T, lr_fig = 8, 4.0, 0.05  # lr_fig = T / (m · 10): 10 epochs
+_MB, _MT, _MLR = 8, 4.0, 0.05  # batch size, horizon T, figure lr = T / (m · 10): 10 epochs
+
+
+@ft.cache
+def _many_problem():
     problem = gf.problems.random_least_squares(64, 8, noise=0.5, key=jax.random.key(0))
-    batching = gf.RoundRobin(b)
+    return problem, gf.RoundRobin(_MB)
+
+
+@ft.cache
+def _gf_dense():
+    """GF on the grid of every time compared (multiples of lr / 5), solved once."""
+    problem, batching = _many_problem()
+    m = batching.num_batches(problem.n)
+    epochs = round(_MT / (m * _MLR))
+    t_dense = np.linspace(0.0, _MT, 5 * m * epochs + 1)
+    flow = gf.gradient_flow(problem, _MT, ts=t_dense, **TOL)
+    return t_dense, np.asarray(flow.params)
+
+
+def _gf_final() -> np.ndarray:
+    return _gf_dense()[1][-1]
+
+
+def many_batches_task(config: Config):
+    """m = 8 batches of least squares at the figure's lr: switched flow = exact splitting."""
+    problem, batching = _many_problem()
+    T, lr_fig = _MT, _MLR
     m = batching.num_batches(problem.n)
     epochs = round(T / (m * lr_fig))
-    # One GF solve on a grid holding every time compared below (multiples of lr / 5).
     per = 5
-    t_dense = np.linspace(0.0, T, per * m * epochs + 1)
-    flow = gf.gradient_flow(problem, T, ts=t_dense, **TOL)
-    gf_at = np.asarray(flow.params)
+    t_dense, gf_at = _gf_dense()
     switched = gf.switched_flow(problem, lr_fig, T, batching, **TOL)
     exact = gf.split(problem, lr_fig, epochs, batching)
     strang = gf.split(problem, lr_fig, epochs, batching, scheme="strang")
@@ -265,39 +350,38 @@ def _many_batches(ctx: Context):
         "sgd": gap(sgd),
     }
     same = float(np.abs(np.asarray(switched.params)[::m] - np.asarray(exact.params)).max())
-
-    # Global error at T against gradient flow, fixed T, decreasing lr.
-    final = gf_at[-1]
-    lrs, errs = [], {"sgd": [], "lie_trotter": [], "strang": []}
-    # Every run saves 10 epochs apart (11 points), so all share one compilation per method.
-    for E in ctx.track(ctx.pick(quick=[10, 20, 40, 80], default=[10, 20, 40, 80, 160, 320]), "lr"):
-        lr = T / (m * E)
-        lrs.append(lr)
-        every = E // 10
-        runs = {
-            "sgd": gf.split(problem, lr, E, batching, local=gf.Euler(), save_every=every),
-            "lie_trotter": gf.split(problem, lr, E, batching, save_every=every),
-            "strang": gf.split(problem, lr, E, batching, scheme="strang", save_every=every),
-        }
-        for k, r in runs.items():
-            errs[k].append(float(np.linalg.norm(np.asarray(r.final) - final)))
-    orders = {k: gf.fit_order(lrs, v) for k, v in errs.items()}
     numbers = {
         "n": problem.n,
         "p": 8,
-        "batch_size": b,
+        "batch_size": _MB,
         "num_batches": m,
         "T": T,
         "lr": lr_fig,
         "switched_at_epoch_ends_vs_split_exact_max": same,
-        "lrs": lrs,
-        "errors_at_T": errs,
-        "orders": orders,
     }
     return curves, numbers
 
 
-def _many_figure(ctx: Context, c, nb) -> str:
+def global_error_task(config: Config, epochs: int) -> dict:
+    """Error at T against gradient flow of SGD, exact Lie–Trotter and Strang at one lr."""
+    problem, batching = _many_problem()
+    m = batching.num_batches(problem.n)
+    lr = _MT / (m * epochs)
+    # Every run saves 10 epochs apart (11 points), so all share one compilation per method.
+    every = epochs // 10
+    runs = {
+        "sgd": gf.split(problem, lr, epochs, batching, local=gf.Euler(), save_every=every),
+        "lie_trotter": gf.split(problem, lr, epochs, batching, save_every=every),
+        "strang": gf.split(problem, lr, epochs, batching, scheme="strang", save_every=every),
+    }
+    final = _gf_final()
+    return {
+        "lr": lr,
+        **{k: float(np.linalg.norm(np.asarray(r.final) - final)) for k, r in runs.items()},
+    }
+
+
+def _many_figure(out, c, nb) -> str:
     import matplotlib.pyplot as plt
 
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -330,27 +414,142 @@ def _many_figure(ctx: Context, c, nb) -> str:
     )
     ax1.legend(frameon=False, fontsize=8)
     fig.tight_layout()
-    return ctx.savefig(fig, "many_batches.png")
+    return savefig(fig, out, "many_batches.png")
 
 
-def run(ctx: Context) -> Result:
-    curves, fig_numbers = _figure_curves(ctx)
-    figures = [_figure(ctx, curves)]
-    etas = ctx.pick(
-        quick=[0.5, 0.25, 0.125, 0.0625],
-        default=[0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625],
-        full=[0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625, 0.0078125, 0.00390625],
+def run(config: Config, *, executor=None, progress: bool = False) -> Results:
+    """Measure everything of the experiment; the grids go through [`run_tasks`][gdflow.experiments._base.run_tasks]."""
+    (curves, fig_numbers), (many_curves, many) = run_tasks(
+        _single, [(figure_task, config), (many_batches_task, config)], executor
     )
-    rows, orders = _approx_errors(ctx, etas)
-    figures.append(_error_figure(ctx, rows, orders))
-    many_curves, many = _many_batches(ctx)
-    figures.append(_many_figure(ctx, many_curves, many))
+    rows = run_tasks(
+        approx_error_task,
+        [(config, eta) for eta in config.etas],
+        executor,
+        track=tracker(progress, "eta"),
+    )
+    errs = run_tasks(
+        global_error_task,
+        [(config, E) for E in config.epochs],
+        executor,
+        track=tracker(progress, "lr"),
+    )
+    orders = _fit_orders(rows)
+    lrs = [e["lr"] for e in errs]
+    many["lrs"] = lrs
+    many["errors_at_T"] = {k: [e[k] for e in errs] for k in ("sgd", "lie_trotter", "strang")}
+    many["orders"] = {k: gf.fit_order(lrs, v) for k, v in many["errors_at_T"].items()}
+    claims = make_claims(config, fig_numbers, rows, orders, many)
+    return Results(config, curves, fig_numbers, rows, orders, many_curves, many, claims)
 
-    numbers = {
-        "figure": fig_numbers,
-        "approximation": {"rows": rows, "orders": orders},
-        "many_batches": many,
-    }
+
+def _single(task, config):
+    """One whole-experiment task (a module-level function, so it pickles)."""
+    return task(config)
+
+
+def make_claims(config: Config, f: dict, rows: list, orders: dict, many: dict):
+    """The claims of the section, from the measured numbers."""
+    order_rule = Close(atol=config.order_tolerance)
+    tol = Close(atol=config.closed_form_tolerance)
+    return (
+        Claim(
+            "closed_form_exact",
+            "the Laplace-transform solution solves the switched flow: max |closed form − "
+            f"numerical| at η = {f['eta']:g}",
+            0.0,
+            f["closed_vs_numeric_max"],
+            tol,
+        ),
+        Claim(
+            "closed_form_exact_all_eta",
+            "the same, worst over the η grid",
+            0.0,
+            max(r["closed_vs_numeric"] for r in rows),
+            tol,
+        ),
+        Claim(
+            "approx_order",
+            "the η ≪ 1 approximation errs by O(η²): fitted order of its max error",
+            config.approx_order,
+            orders["approx_vs_closed"],
+            order_rule,
+        ),
+        Claim(
+            "full_gf_order",
+            "full-batch GF is also O(η²) from the switched flow (gdflow's check): fitted order",
+            2.0,
+            orders["full_gf_vs_closed"],
+            order_rule,
+        ),
+        Claim(
+            "approx_vs_full_gf",
+            "the approximation is closer to the flow than full-batch GF: ratio of max errors "
+            f"(approx / full GF) at η = {rows[-1]['eta']:g}",
+            1.0,
+            rows[-1]["approx_vs_closed"] / rows[-1]["full_gf_vs_closed"],
+            AtMost(),
+        ),
+        Claim(
+            "corrected_order",
+            "the corrected approximation (gdflow's addition, all O(η²) terms kept) is O(η⁴): "
+            "fitted order",
+            4.0,
+            orders["corrected_vs_closed"],
+            order_rule,
+        ),
+        Claim(
+            "late_amplitude",
+            "late half-amplitude of the oscillation along a−b equals |a−b|/2·tanh(η²/2) "
+            "(gdflow's derivation from the closed form)",
+            f["late_oscillation_amplitude_predicted"],
+            f["late_oscillation_amplitude_numeric"],
+            Close(rtol=0.02),
+        ),
+        Claim(
+            "switched_is_exact_splitting",
+            "with m batches the switched flow (rate 1, dwell lr) at epoch ends is the "
+            "splitting optimiser with exact local flows: max difference",
+            0.0,
+            many["switched_at_epoch_ends_vs_split_exact_max"],
+            tol,
+        ),
+        Claim(
+            "sgd_order",
+            "SGD's global error against GF is first order in lr",
+            1.0,
+            many["orders"]["sgd"],
+            order_rule,
+        ),
+        Claim(
+            "lie_trotter_order",
+            "exact Lie–Trotter splitting is first order in lr",
+            1.0,
+            many["orders"]["lie_trotter"],
+            order_rule,
+        ),
+        Claim(
+            "strang_order",
+            "exact Strang splitting is second order in lr",
+            2.0,
+            many["orders"]["strang"],
+            order_rule,
+        ),
+    )
+
+
+def figures(results: Results, out) -> list[str]:
+    """The three figures, drawn from `results` alone."""
+    return [
+        _figure(out, results.curves),
+        _error_figure(out, results.rows, results.orders),
+        _many_figure(out, results.many_curves, results.many),
+    ]
+
+
+def report(results: Results) -> str:
+    """The Markdown section, from `results` alone: claims first."""
+    rows, orders, many, f = results.rows, results.orders, results.many, results.figure
     table = md_table(
         [
             "η",
@@ -404,21 +603,18 @@ def run(ctx: Context) -> Result:
         ],
         fmt="{:.3g}",
     )
-    f = fig_numbers
-    text = "\n".join(
+    return "\n".join(
         [
-            f"Two points a={A.tolist()}, b={B.tolist()}, θ0={THETA0.tolist()}; one example "
-            "per batch, round robin, a first. The text's flow has rate and dwell η; we solve "
-            "it numerically with `gf.switched_flow(..., dwell=η, rate=η)` (Tsit5, rtol 1e-12) "
-            "and compare with the text's closed form (`gf.two_point_flow`) and its η≪1 "
-            "approximation (`gf.two_point_flow_approx`).",
+            claims_table(results.claims),
             "",
-            f"**Figure (η={f['eta']:g}).** Closed form vs numerical flow: max error "
-            f"{f['closed_vs_numeric_max']:.1e} — the text's Laplace-transform solution is "
-            f"correct as written. Late in the run the flow oscillates about the midpoint with "
-            f"half-amplitude {f['late_oscillation_amplitude_numeric']:.4f} along a−b "
-            f"(|a−b|/2·tanh(η²/2) = {f['late_oscillation_amplitude_predicted']:.4f}). "
-            f"Max errors against the numerical flow: the text's approximation "
+            f"Two points a={A.tolist()}, b={B.tolist()}, θ0={THETA0.tolist()}; one example "
+            "per batch, round robin, a first. The text's flow has rate and dwell η; gdflow "
+            "solves it numerically with `gf.switched_flow(..., dwell=η, rate=η)` (Tsit5, "
+            "rtol 1e-12) and compares it with the text's closed form (`gf.two_point_flow`) "
+            "and its η≪1 approximation (`gf.two_point_flow_approx`).",
+            "",
+            f"**Figure (η={f['eta']:g}).** Max errors against the numerical flow: closed "
+            f"form {f['closed_vs_numeric_max']:.1e}, the text's approximation "
             f"{f['approx_vs_numeric_max']:.3g}, full-batch GF {f['full_gf_vs_numeric_max']:.3g}, "
             f"the corrected approximation {f['corrected_vs_numeric_max']:.2g}. Round-robin GD "
             "with step η² (the Euler discretisation of the text's flow, step k at t=kη) "
@@ -431,29 +627,18 @@ def run(ctx: Context) -> Result:
             "",
             table,
             "",
-            "The text's approximation is correct in the sense it claims: its error is O(η²) "
-            "uniformly in t (max ≈ η²|a−b|∞, just after the first switch). But that is the "
-            "order of the whole oscillation (η²|a−b|/4), which it therefore does not resolve "
-            "(it jumps at the switches; the flow is continuous), and plain full-batch GF is "
-            "also O(η²) away, with half the error. The text's last steps drop O(η²) terms "
-            "while keeping one of the same order; keeping all of them "
-            "(`gf.two_point_flow_approx(..., corrected=True)`, our addition: "
-            "s(1−e^{−ητ}) + η²(½−s)e^{−ητ} + (η²/2)e^{−ηt}) gives O(η⁴).",
+            "The corrected approximation (`gf.two_point_flow_approx(..., corrected=True)`, "
+            "gdflow's addition) keeps every O(η²) term that the text's last steps drop: "
+            "s(1−e^{−ητ}) + η²(½−s)e^{−ητ} + (η²/2)e^{−ηt}.",
             "",
             f"**More batches.** Least squares {many['n']}×{many['p']}, m={many['num_batches']} "
-            f"batches of {many['batch_size']}, round robin. The switched flow with rate 1 and "
-            f"dwell lr={many['lr']:g}, sampled at epoch ends, equals `gf.split(..., "
-            f"local=gf.Exact())` to {many['switched_at_epoch_ends_vs_split_exact_max']:.1e}. "
+            f"batches of {many['batch_size']}, round robin; the switched flow with rate 1 and "
+            f"dwell lr={many['lr']:g} against `gf.split(..., local=gf.Exact())`. "
             f"Error against gradient flow at T={many['T']:g} for decreasing lr (fixed T):",
             "",
             table2,
-            "",
-            "SGD and exact Lie–Trotter splitting are both first order in lr (exact local "
-            "flows remove the Euler part of the error, not the splitting part); the symmetric "
-            "Strang ordering of the same exact local flows is second order.",
         ]
     )
-    return Result(numbers=numbers, figures=figures, text=text)
 
 
 EXPERIMENT = Experiment(
@@ -462,9 +647,12 @@ EXPERIMENT = Experiment(
     source="minibatch-gradient-flow.md (Gradient flow with minibatching, blog post 2024)",
     summary=(
         "Round-robin minibatching on two points is a gradient flow whose target switches "
-        "with a square wave; the text's closed form matches a numerical solve to rounding, "
-        "and its η≪1 approximation errs by O(η²). With m batches the same switched flow is "
-        "the splitting optimiser with exact local flows."
+        "with a square wave. Checks the text's closed form against a numerical solve, the "
+        "order of its η≪1 approximation, and, with m batches, that the same switched flow "
+        "is the splitting optimiser with exact local flows."
     ),
+    config=config,
     run=run,
+    figures=figures,
+    report=report,
 )

@@ -1,25 +1,27 @@
-"""Experiment ``modified-loss``: GD against gradient flow on the text's quadratic bowl.
+"""Experiment `modified-loss`: GD against gradient flow on the text's quadratic bowl.
 
-Source: ``shared/sources/modified-loss.md``. Warm-up: the bowl
-:math:`L = \\tfrac{\\lambda}{2}\\theta^2` with λ = 1, θ0 = 1.2 and step η = 0.5. GD iterate
-``k`` is plotted at ``t = kη`` against the GF curve; GD runs ahead of GF (it "locks in"
+Source: `shared/sources/modified-loss.md`. Warm-up: the bowl
+$L = \\tfrac{\\lambda}{2}\\theta^2$ with λ = 1, θ0 = 1.2 and step η = 0.5. GD iterate
+`k` is plotted at `t = kη` against the GF curve; GD runs ahead of GF (it "locks in"
 the starting gradient for the whole step).
 
 Then, extending the text:
 
 1. *The modified bowl* (the text's second figure): the bowl and
-   :math:`L_\\eta = L + \\tfrac{\\eta}{4}|\\nabla L|^2`; GF, GF on :math:`L_\\eta`, the
+   $L_\\eta = L + \\tfrac{\\eta}{4}|\\nabla L|^2$; GF, GF on $L_\\eta$, the
    order-2 modified flow and GD over time; endpoint gaps after one and ten steps.
 2. *The general case* on a small tanh network on digits: the one-step error
-   :math:`|\\Phi_\\eta(\\theta_0) - (\\theta_0 - \\eta g)|` of the flow of
-   ``gf.modified_field(loss, η, p)`` for p = 0, 1, 2 (expected slopes 2, 3, 4 in η), and
+   $|\\Phi_\\eta(\\theta_0) - (\\theta_0 - \\eta g)|$ of the flow of
+   `gf.modified_field(loss, η, p)` for p = 0, 1, 2 (expected slopes 2, 3, 4 in η), and
    GD against the same flows over a fixed horizon (expected slopes 1, 2, 3).
 3. *SGD*: the mean over seeds of reshuffled SGD against GF on L and on the SGD modified
-   loss (``gf.sgd_modified_loss``; Smith, Dherin, Barrett and De, ICLR 2021).
+   loss (`gf.sgd_modified_loss`; Smith, Dherin, Barrett and De, ICLR 2021).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools as ft
 from collections.abc import Callable
 
 import equinox as eqx
@@ -30,12 +32,92 @@ from jax.flatten_util import ravel_pytree
 
 import gdflow as gf
 
-from ._base import Context, Experiment, Result, md_table
+from ._base import (
+    AtLeast,
+    AtMost,
+    Claim,
+    Close,
+    Experiment,
+    claims_table,
+    md_table,
+    pick,
+    run_tasks,
+    savefig,
+    tracker,
+)
 
 LAMBDA, THETA0, LR = 1.0, 1.2, 0.5
 
 
-def _warmup(ctx: Context):
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The text's bowl (λ, θ0, η) and the sizes of the network and SGD parts."""
+
+    size: str
+    local_lrs: tuple[float, ...]
+    global_steps: tuple[int, ...]
+    horizon: float
+    n: int  # digits examples of the tanh network
+    width: int
+    sgd_epochs: int
+    sgd_seeds: int
+    lam: float = LAMBDA
+    theta0: float = THETA0
+    lr: float = LR
+    order_tolerance: float = 0.3
+
+
+def config(size: str = "default", *, data_dir=None, seeds=None) -> Config:
+    """The configuration for `size`; `seeds` sets the SGD seeds."""
+    return Config(
+        size=size,
+        local_lrs=tuple(
+            pick(
+                size,
+                quick=[0.025, 0.05, 0.1, 0.2],
+                default=[0.0125, 0.025, 0.05, 0.1, 0.2],
+                full=[0.00625, 0.0125, 0.025, 0.05, 0.1, 0.2],
+            )
+        ),
+        # Each step count compiles GD once: quick fits its slope through three points.
+        global_steps=tuple(
+            pick(size, quick=[10, 20, 40], default=[10, 20, 40, 80], full=[20, 40, 80, 160, 320])
+        ),
+        horizon=pick(size, quick=2.0, default=2.0, full=4.0),
+        n=pick(size, quick=64, default=256, full=1024),
+        width=pick(size, quick=16, default=16, full=32),
+        sgd_epochs=pick(size, quick=10, default=30, full=60),
+        sgd_seeds=seeds if seeds is not None else pick(size, quick=8, default=32, full=128),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Results:
+    """Everything the figures and the report are made from."""
+
+    config: Config
+    warmup: dict
+    warmup_curves: tuple
+    bowl: dict
+    bowl_curves: dict
+    network: dict
+    local: dict
+    glob: dict
+    sgd: dict
+    claims: tuple[Claim, ...]
+
+    def numbers(self) -> dict:
+        return {
+            **self.warmup,
+            "modified_bowl": self.bowl,
+            "network": self.network,
+            "local_orders": self.local,
+            "global_orders": self.glob,
+            "sgd": self.sgd,
+        }
+
+
+def warmup_task(config: Config):
     steps = 10
     problem = gf.problems.quadratic(jnp.asarray(LAMBDA), params0=jnp.asarray([THETA0]))
     gd = gf.gd(problem, LR, steps)
@@ -64,7 +146,7 @@ def _warmup(ctx: Context):
     return numbers, (t_dense, np.asarray(flow.params)[:, 0], np.asarray(gd.ts), gd_theta)
 
 
-def _warmup_figure(ctx: Context, curves) -> str:
+def _warmup_figure(out, curves) -> str:
     import matplotlib.pyplot as plt
 
     t_dense, gf_theta, gd_t, gd_theta = curves
@@ -80,7 +162,7 @@ def _warmup_figure(ctx: Context, curves) -> str:
     ax1.set(xlabel="t", ylabel=r"$\theta(t)$", title="GF (line) vs GD (dots)")
     ax1.legend(frameon=False)
     fig.tight_layout()
-    return ctx.savefig(fig, "warmup.png")
+    return savefig(fig, out, "warmup.png")
 
 
 def _warmup_text(numbers) -> str:
@@ -98,7 +180,7 @@ def _warmup_text(numbers) -> str:
             f"Bowl $L=\\frac{{\\lambda}}{{2}}\\theta^2$, $\\lambda={LAMBDA:g}$, "
             f"$\\theta_0={THETA0:g}$, $\\eta={LR:g}$. GD lands at $(1-\\eta\\lambda)\\theta_0 = "
             f"{(1 - LR * LAMBDA) * THETA0:g}$ after one step, GF at $e^{{-\\lambda\\eta}}\\theta_0 "
-            f"= {np.exp(-LAMBDA * LR) * THETA0:.4f}$: GD runs ahead, as the text says.",
+            f"= {np.exp(-LAMBDA * LR) * THETA0:.4f}$.",
             "",
             md_table(["step k", "GD θ_k", "GF θ(kη)", "gap"], rows),
             "",
@@ -133,7 +215,7 @@ class _SumLoss(eqx.Module):
 
 
 class _Stack(eqx.Module):
-    """Block-diagonal field: component i of the state follows ``fields[i]``."""
+    """Block-diagonal field: component i of the state follows `fields[i]`."""
 
     fields: tuple
 
@@ -142,7 +224,7 @@ class _Stack(eqx.Module):
 
 
 class _MinusGrad(eqx.Module):
-    """``-grad f`` of a loss ``f(params, data)`` (a Module, so its arrays stay traced)."""
+    """`-grad f` of a loss `f(params, data)` (a Module, so its arrays stay traced)."""
 
     f: Callable
 
@@ -151,7 +233,7 @@ class _MinusGrad(eqx.Module):
 
 
 def _flows(problem, fields, t1, ts, *, rtol, atol) -> list[np.ndarray]:
-    """The flows of several ``fields`` from ``problem.params0``, as ``(T, P)`` arrays.
+    """The flows of several `fields` from `problem.params0`, as `(T, P)` arrays.
 
     They are solved as one ODE system with a block-diagonal field (the flows side by side),
     so a comparison of several fields costs one compilation of the solver, not one each;
@@ -170,7 +252,7 @@ def _flows(problem, fields, t1, ts, *, rtol, atol) -> list[np.ndarray]:
 # The text's second figure: the modified bowl and gradient flow on it.
 
 
-def _modified_bowl(ctx: Context):
+def bowl_task(config: Config):
     steps = 10
     problem = gf.problems.quadratic(jnp.asarray(LAMBDA), params0=jnp.asarray([THETA0]))
     gd = np.asarray(gf.gd(problem, LR, steps).params)[:, 0]
@@ -213,7 +295,7 @@ def _modified_bowl(ctx: Context):
     return numbers, curves
 
 
-def _modified_bowl_figure(ctx: Context, curves) -> str:
+def _modified_bowl_figure(out, curves) -> str:
     import matplotlib.pyplot as plt
 
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -230,7 +312,7 @@ def _modified_bowl_figure(ctx: Context, curves) -> str:
     ax1.set(xlabel="t", ylabel=r"$\theta(t)$", title="GF / modified GF / GD")
     ax1.legend(frameon=False)
     fig.tight_layout()
-    return ctx.savefig(fig, "modified_bowl.png")
+    return savefig(fig, out, "modified_bowl.png")
 
 
 def _modified_bowl_text(nb) -> str:
@@ -258,12 +340,10 @@ def _modified_bowl_text(nb) -> str:
                 ["flow", "after 1 step", "after 10 steps", "vs closed form"], rows, fmt="{:.3g}"
             ),
             "",
-            f"At this large step ($\\eta\\lambda = {LR * LAMBDA:g}$) GF on the modified loss "
-            f"is {g0 / g1:.1f}x closer to GD after one step than GF, as the text's figure "
-            "shows; the order-2 field (on this bowl the third term of "
-            f"$-\\log(1-\\eta\\lambda)/\\eta$, the exact rate of GD) gains another "
-            f"{g1 / g2:.1f}x. The remainder is the higher-order terms, large at "
-            "$\\eta\\lambda = 0.5$.",
+            f"At $\\eta\\lambda = {LR * LAMBDA:g}$ the ratio of gaps after one step: GF / "
+            f"modified GF {g0 / g1:.1f}, modified GF / order-2 field {g1 / g2:.1f} (on this "
+            "bowl the order-2 field's rate is the third term of $-\\log(1-\\eta\\lambda)/\\eta$, "
+            "GD's exact rate).",
         ]
     )
 
@@ -272,66 +352,46 @@ def _modified_bowl_text(nb) -> str:
 # The general case: a small tanh network on digits.
 
 
-def _mlp_problem(ctx: Context):
-    n = ctx.pick(quick=64, default=256, full=1024)
+@ft.cache
+def _mlp_problem(n: int, width: int):
     X, y = gf.datasets.digits(limit=n)
-    width = ctx.pick(quick=16, default=16, full=32)
     return gf.problems.mlp(
         X, y, widths=(width,), activation="tanh", bias=True, key=jax.random.key(0)
     )
 
 
-def _local_orders(ctx: Context, problem):
-    """|Φ_lr(θ0) - (θ0 - lr g)| for the order-p modified flow Φ over one step."""
-    lrs = np.asarray(
-        ctx.pick(
-            quick=[0.025, 0.05, 0.1, 0.2],
-            default=[0.0125, 0.025, 0.05, 0.1, 0.2],
-            full=[0.00625, 0.0125, 0.025, 0.05, 0.1, 0.2],
-        )
-    )
+def local_order_task(config: Config, lr: float) -> list[float]:
+    """|Φ_lr(θ0) - (θ0 - lr g)| for the order-p modified flows Φ, p = 0, 1, 2 (one task)."""
+    problem = _mlp_problem(config.n, config.width)
     theta0 = _flat(problem.params0)
     g = _flat(problem.grad(problem.params0))
-    errors = {0: [], 1: [], 2: []}
-    for lr in ctx.track(lrs, desc="local orders"):
-        fields = [gf.modified_field(problem.loss, lr, order) for order in (0, 1, 2)]
-        ends = _flows(problem, fields, lr, np.linspace(0.0, lr, NT), rtol=1e-12, atol=1e-14)
-        for order in (0, 1, 2):
-            errors[order].append(np.linalg.norm(ends[order][-1] - (theta0 - lr * g)))
-    errors = {p: np.asarray(e) for p, e in errors.items()}
+    fields = [gf.modified_field(problem.loss, lr, order) for order in (0, 1, 2)]
+    ends = _flows(problem, fields, lr, np.linspace(0.0, lr, NT), rtol=1e-12, atol=1e-14)
+    return [float(np.linalg.norm(ends[p][-1] - (theta0 - lr * g))) for p in (0, 1, 2)]
+
+
+def global_order_task(config: Config, K: int) -> list[float]:
+    """max_k |θ_k - Φ(k·lr)| over the horizon, GD (lr = T/K) against the order-p flows."""
+    problem = _mlp_problem(config.n, config.width)
+    lr = config.horizon / K
+    ts = np.linspace(0.0, config.horizon, NT)
+    gd = np.asarray(gf.gd(problem, lr, K, save_every=K // (NT - 1)).flat())
+    fields = [gf.modified_field(problem.loss, lr, order) for order in (0, 1, 2)]
+    flows = _flows(problem, fields, config.horizon, ts, rtol=1e-12, atol=1e-14)
+    return [float(np.linalg.norm(gd - flows[p], axis=1).max()) for p in (0, 1, 2)]
+
+
+def _orders(lrs, per_point, expected):
+    errors = {p: np.asarray([e[p] for e in per_point]) for p in (0, 1, 2)}
     return {
-        "lrs": lrs,
+        "lrs": np.asarray(lrs),
         "errors": {f"order_{p}": e for p, e in errors.items()},
         "slopes": {f"order_{p}": gf.fit_order(lrs, e) for p, e in errors.items()},
-        "expected_slopes": {"order_0": 2, "order_1": 3, "order_2": 4},
+        "expected_slopes": {f"order_{p}": p + expected for p in (0, 1, 2)},
     }
 
 
-def _global_orders(ctx: Context, problem):
-    """max_k |θ_k - Φ(k·lr)| over a fixed horizon T, GD against the order-p flow."""
-    horizon = ctx.pick(quick=2.0, default=2.0, full=4.0)
-    # Each step count compiles GD once: quick fits its slope through three points.
-    Ks = ctx.pick(quick=[10, 20, 40], default=[10, 20, 40, 80], full=[20, 40, 80, 160, 320])
-    lrs = horizon / np.asarray(Ks, dtype=float)
-    ts = np.linspace(0.0, horizon, NT)
-    errors = {0: [], 1: [], 2: []}
-    for K, lr in ctx.track(list(zip(Ks, lrs, strict=True)), desc="global orders"):
-        gd = np.asarray(gf.gd(problem, lr, K, save_every=K // (NT - 1)).flat())
-        fields = [gf.modified_field(problem.loss, lr, order) for order in (0, 1, 2)]
-        flows = _flows(problem, fields, horizon, ts, rtol=1e-12, atol=1e-14)
-        for order in (0, 1, 2):
-            errors[order].append(np.linalg.norm(gd - flows[order], axis=1).max())
-    return {
-        "horizon": horizon,
-        "steps": Ks,
-        "lrs": lrs,
-        "errors": {f"order_{p}": np.asarray(e) for p, e in errors.items()},
-        "slopes": {f"order_{p}": gf.fit_order(lrs, e) for p, e in errors.items()},
-        "expected_slopes": {"order_0": 1, "order_1": 2, "order_2": 3},
-    }
-
-
-def _orders_figure(ctx: Context, local, glob) -> str:
+def _orders_figure(out, local, glob) -> str:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
@@ -353,10 +413,10 @@ def _orders_figure(ctx: Context, local, glob) -> str:
         ax.legend(frameon=False, fontsize=8)
     fig.suptitle("tanh network on digits: GD vs the flow of the order-p modified field")
     fig.tight_layout()
-    return ctx.savefig(fig, "orders.png")
+    return savefig(fig, out, "orders.png")
 
 
-def _orders_text(problem, local, glob) -> str:
+def _orders_text(network, local, glob) -> str:
     rows = []
     for p in (0, 1, 2):
         key = f"order_{p}"
@@ -367,12 +427,12 @@ def _orders_text(problem, local, glob) -> str:
                 f"{glob['slopes'][key]:.2f} (expect {p + 1})",
             ]
         )
-    P = ravel_pytree(problem.params0)[0].size
     return "\n".join(
         [
             "### The general case: a tanh network",
             "",
-            f"`{problem.name}` ({P} parameters, {problem.n} digits, cross-entropy). "
+            f"`{network['name']}` ({network['params']} parameters, {network['n']} digits, "
+            "cross-entropy). "
             "Local error: one GD step against the flow of `gf.modified_field(loss, η, p)` "
             f"for time η, η in {', '.join(f'{h:g}' for h in local['lrs'])}. Global error: "
             f"GD against the same flows over t ∈ [0, {glob['horizon']:g}], "
@@ -392,26 +452,34 @@ def _orders_text(problem, local, glob) -> str:
 # SGD: the mean of reshuffled SGD follows the SGD modified loss (Smith et al. 2021).
 
 
-def _sgd_part(ctx: Context, problem):
-    n = problem.n
-    b = n // 8  # m = 8 batches per epoch at every size
-    m = n // b
-    lr = 0.05
-    epochs = ctx.pick(quick=10, default=30, full=60)
-    seeds = ctx.num_seeds(quick=8, default=32, full=128)
-    every = epochs // (NT - 1)  # save at NT epoch ends: same save grid as the flows
-    runs = []
-    for s in ctx.track(range(seeds), desc="SGD seeds", total=seeds):
-        traj = gf.sgd(
-            problem, lr, epochs, gf.Reshuffle(b, jax.random.key(s)), save_every=m * every
-        )
-        runs.append(np.asarray(traj.flat()))
-    runs = np.stack(runs)  # (seeds, NT, P)
-    mean = runs.mean(0)
-    ts = np.asarray(traj.ts)
-    # Seed noise of the mean: the typical distance of one run from the mean, / sqrt(seeds).
-    noise = np.linalg.norm(runs - mean, axis=2).mean(0) / np.sqrt(seeds)
+_SGD_LR = 0.05
 
+
+def _sgd_setting(config: Config):
+    problem = _mlp_problem(config.n, config.width)
+    b = problem.n // 8  # m = 8 batches per epoch at every size
+    m = problem.n // b
+    every = config.sgd_epochs // (NT - 1)  # save at NT epoch ends: the flows' save grid
+    return problem, b, m, every
+
+
+def sgd_seed_task(config: Config, seed: int):
+    """One reshuffled SGD run: its saved times and flat iterates `(NT, P)` (one task)."""
+    problem, b, m, every = _sgd_setting(config)
+    traj = gf.sgd(
+        problem,
+        _SGD_LR,
+        config.sgd_epochs,
+        gf.Reshuffle(b, jax.random.key(seed)),
+        save_every=m * every,
+    )
+    return np.asarray(traj.ts), np.asarray(traj.flat())
+
+
+def sgd_flows_task(config: Config, ts) -> dict:
+    """The gradient flows compared with mean SGD, at the times `ts`."""
+    problem, b, m, every = _sgd_setting(config)
+    lr = _SGD_LR
     batching = gf.Reshuffle(b, jax.random.key(0))
     fields = {
         "gf": gf.modified_field(problem.loss, lr, 0),
@@ -422,16 +490,26 @@ def _sgd_part(ctx: Context, problem):
         "sgd_modified_one_partition": _MinusGrad(gf.sgd_modified_loss(problem, lr, batching)),
     }
     # Quick runs compare only the two flows of the claim (each field adds compile time).
-    keep = ctx.pick(quick=("gf", "sgd_modified_expected"), default=tuple(fields))
+    keep = pick(config.size, quick=("gf", "sgd_modified_expected"), default=tuple(fields))
     fields = {k: v for k, v in fields.items() if k in keep}
     solved = _flows(problem, list(fields.values()), ts[-1], ts, rtol=1e-10, atol=1e-12)
-    flows = dict(zip(fields, solved, strict=True))
+    return dict(zip(fields, solved, strict=True))
+
+
+def _sgd_numbers(config: Config, seed_runs, flows) -> dict:
+    problem, b, m, every = _sgd_setting(config)
+    ts = seed_runs[0][0]
+    runs = np.stack([r[1] for r in seed_runs])  # (seeds, NT, P)
+    seeds = len(seed_runs)
+    mean = runs.mean(0)
+    # Seed noise of the mean: the typical distance of one run from the mean, / sqrt(seeds).
+    noise = np.linalg.norm(runs - mean, axis=2).mean(0) / np.sqrt(seeds)
     dist = {k: np.linalg.norm(mean - v, axis=1) for k, v in flows.items()}
-    numbers = {
-        "lr": lr,
+    return {
+        "lr": _SGD_LR,
         "batch_size": b,
         "batches_per_epoch": m,
-        "epochs": epochs,
+        "epochs": config.sgd_epochs,
         "seeds": seeds,
         "ts": ts,
         "distance": dist,
@@ -440,10 +518,9 @@ def _sgd_part(ctx: Context, problem):
         "seed_noise_final": noise[-1],
         "single_run_spread_final": np.linalg.norm(runs[:, -1] - mean[-1], axis=1).mean(),
     }
-    return numbers
 
 
-def _sgd_figure(ctx: Context, nb) -> str:
+def _sgd_figure(out, nb) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
@@ -465,7 +542,7 @@ def _sgd_figure(ctx: Context, nb) -> str:
     )
     ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
-    return ctx.savefig(fig, "sgd_modified.png")
+    return savefig(fig, out, "sgd_modified.png")
 
 
 def _sgd_text(nb) -> str:
@@ -478,20 +555,6 @@ def _sgd_text(nb) -> str:
     }
     rows = [[label, d[key]] for key, label in names.items() if key in d]
     rows.append(["seed noise of the mean", nb["seed_noise_final"]])
-    noise = nb["seed_noise_final"]
-    verdict = (
-        f"GF on the expected SGD modified loss ends {d['gf'] / d['sgd_modified_expected']:.1f}x "
-        "closer to the mean of SGD than GF on L"
-    )
-    if d["sgd_modified_expected"] < 2 * noise:
-        verdict += ", within twice the seed noise of the mean (more seeds would lower that floor)"
-    verdict += "."
-    if "sgd_modified_one_partition" in d:
-        verdict += (
-            " A single partition's loss (`expected=False`) is one noisy sample of the "
-            f"expectation and ends at {d['sgd_modified_one_partition']:.3g}: with small batches "
-            "the variance term matters, so compare the mean of SGD with the expected loss."
-        )
     return "\n".join(
         [
             "### SGD's modified loss",
@@ -507,35 +570,171 @@ def _sgd_text(nb) -> str:
             "",
             md_table(["flow", "distance to mean SGD"], rows, fmt="{:.3g}"),
             "",
-            verdict + f" (One run's spread about the mean: {nb['single_run_spread_final']:.3g}.)",
+            f"One run's spread about the mean: {nb['single_run_spread_final']:.3g}. A single "
+            "partition's loss (`expected=False`) is one sample of the expectation.",
         ]
     )
 
 
-def run(ctx: Context) -> Result:
-    numbers, curves = _warmup(ctx)
-    figures = [_warmup_figure(ctx, curves)]
-    texts = [_warmup_text(numbers)]
+def run(config: Config, *, executor=None, progress: bool = False) -> Results:
+    """Measure everything; the grids (step sizes, seeds) go through [`run_tasks`][gdflow.experiments._base.run_tasks]."""
+    (warm, warm_curves), (bowl, bowl_curves) = run_tasks(
+        _single, [(warmup_task, config), (bowl_task, config)], executor
+    )
+    local_pts = run_tasks(
+        local_order_task,
+        [(config, lr) for lr in config.local_lrs],
+        executor,
+        track=tracker(progress, "local orders"),
+    )
+    global_pts = run_tasks(
+        global_order_task,
+        [(config, K) for K in config.global_steps],
+        executor,
+        track=tracker(progress, "global orders"),
+    )
+    local = _orders(list(config.local_lrs), local_pts, 2)
+    glob = _orders([config.horizon / K for K in config.global_steps], global_pts, 1)
+    glob.update(horizon=config.horizon, steps=list(config.global_steps))
+    seed_runs = run_tasks(
+        sgd_seed_task,
+        [(config, s) for s in range(config.sgd_seeds)],
+        executor,
+        track=tracker(progress, "SGD seeds"),
+    )
+    (flows,) = run_tasks(sgd_flows_task, [(config, seed_runs[0][0])], executor)
+    sgd = _sgd_numbers(config, seed_runs, flows)
+    problem = _mlp_problem(config.n, config.width)
+    network = {
+        "name": problem.name,
+        "n": problem.n,
+        "params": int(ravel_pytree(problem.params0)[0].size),
+    }
+    claims = make_claims(config, warm, bowl, local, glob, sgd)
+    return Results(config, warm, warm_curves, bowl, bowl_curves, network, local, glob, sgd, claims)
 
-    bowl, bowl_curves = _modified_bowl(ctx)
-    numbers["modified_bowl"] = bowl
-    figures.append(_modified_bowl_figure(ctx, bowl_curves))
-    texts.append(_modified_bowl_text(bowl))
 
-    problem = _mlp_problem(ctx)
-    local = _local_orders(ctx, problem)
-    glob = _global_orders(ctx, problem)
-    numbers["network"] = {"name": problem.name, "n": problem.n}
-    numbers["local_orders"] = local
-    numbers["global_orders"] = glob
-    figures.append(_orders_figure(ctx, local, glob))
-    texts.append(_orders_text(problem, local, glob))
+def _single(task, config):
+    """One whole-part task (a module-level function, so it pickles)."""
+    return task(config)
 
-    sgd = _sgd_part(ctx, problem)
-    numbers["sgd"] = sgd
-    figures.append(_sgd_figure(ctx, sgd))
-    texts.append(_sgd_text(sgd))
-    return Result(numbers=numbers, figures=figures, text="\n\n".join(texts))
+
+def make_claims(config: Config, warm, bowl, local, glob, sgd) -> tuple[Claim, ...]:
+    """The claims of the section, from the measured numbers."""
+    o = Close(atol=config.order_tolerance)
+    exact = Close(atol=1e-9)
+    gd1 = float(warm["gd_theta"][1])
+    gf1 = float(warm["gf_theta_at_gd_times"][1])
+    g0, g1 = (bowl[f"order_{p}"]["gap_after_1_step"] for p in (0, 1))
+    d = sgd["distance_final"]
+    claims = [
+        Claim(
+            "gd_runs_ahead",
+            f"GD runs ahead of GF: θ_GF(η) − θ_GD(1) after one step (θ0 = {config.theta0:g}, "
+            f"η = {config.lr:g}); the text's closed forms give e^(−λη)θ0 − (1 − ηλ)θ0",
+            float(
+                np.exp(-config.lam * config.lr) * config.theta0
+                - (1 - config.lr * config.lam) * config.theta0
+            ),
+            gf1 - gd1,
+            Close(rtol=1e-6),
+        ),
+        Claim(
+            "gd_closed_form",
+            "GD is (1 − ηλ)^k θ0: max error of `gf.gd`",
+            0.0,
+            warm["gd_closed_form_max_error"],
+            exact,
+        ),
+        Claim(
+            "gf_closed_form",
+            "GF is e^(−λt) θ0: max error of `gf.gradient_flow`",
+            0.0,
+            warm["gf_closed_form_max_error"],
+            Close(atol=1e-8),
+        ),
+        Claim(
+            "modified_loss_closed_form",
+            "the modified bowl is ½(λ + ηλ²/2)θ²: max error of `gf.modified_loss`",
+            0.0,
+            bowl["modified_loss_closed_form_max_error"],
+            exact,
+        ),
+        Claim(
+            "modified_gf_closer",
+            "GF on the modified loss is closer to GD than GF: gap ratio GF / modified GF "
+            "after one step",
+            1.0,
+            g0 / g1,
+            AtLeast(),
+        ),
+    ]
+    for p in (0, 1, 2):
+        key = f"order_{p}"
+        who = "the text's" if p < 2 else "gdflow's"
+        claims.append(
+            Claim(
+                f"local_order_{p}",
+                f"one GD step is O(η^{p + 2}) from the order-{p} modified flow ({who} "
+                "backward error analysis): fitted slope",
+                float(p + 2),
+                local["slopes"][key],
+                o,
+            )
+        )
+        claims.append(
+            Claim(
+                f"global_order_{p}",
+                f"GD over a fixed horizon is O(η^{p + 1}) from the order-{p} modified flow: "
+                "fitted slope",
+                float(p + 1),
+                glob["slopes"][key],
+                o,
+            )
+        )
+    claims.append(
+        Claim(
+            "sgd_modified_closer",
+            "mean reshuffled SGD follows GF on E L_SGD (Smith et al. 2021) more closely than "
+            "GF on L: distance ratio at the end (GF / E L_SGD)",
+            1.0,
+            d["gf"] / d["sgd_modified_expected"],
+            AtLeast(),
+        )
+    )
+    claims.append(
+        Claim(
+            "sgd_modified_within_noise",
+            "…to within the seed noise of the mean: distance / twice the seed noise at the end",
+            1.0,
+            d["sgd_modified_expected"] / (2 * sgd["seed_noise_final"]),
+            AtMost(),
+        )
+    )
+    return tuple(claims)
+
+
+def figures(results: Results, out) -> list[str]:
+    """The four figures, drawn from `results` alone."""
+    return [
+        _warmup_figure(out, results.warmup_curves),
+        _modified_bowl_figure(out, results.bowl_curves),
+        _orders_figure(out, results.local, results.glob),
+        _sgd_figure(out, results.sgd),
+    ]
+
+
+def report(results: Results) -> str:
+    """The Markdown section, from `results` alone: claims first."""
+    return "\n\n".join(
+        [
+            claims_table(results.claims),
+            _warmup_text(results.warmup),
+            _modified_bowl_text(results.bowl),
+            _orders_text(results.network, results.local, results.glob),
+            _sgd_text(results.sgd),
+        ]
+    )
 
 
 EXPERIMENT = Experiment(
@@ -543,11 +742,14 @@ EXPERIMENT = Experiment(
     title="GD follows a modified gradient flow (backward error analysis)",
     source="modified-loss.md (a note on modified losses of gradient descent)",
     summary=(
-        "On the text's quadratic bowl GD (dots at t = kη) runs ahead of gradient flow; "
-        "gradient flow on the modified loss L + (η/4)|∇L|² tracks it far more closely. On a "
-        "tanh network the flow of the order-p modified field is within O(η^(p+2)) of one GD "
-        "step and O(η^(p+1)) of GD over a fixed horizon (fitted slopes); the mean of "
-        "reshuffled SGD follows the SGD modified loss of Smith et al. (2021)."
+        "Compares GD (dots at t = kη) on the text's quadratic bowl with gradient flow and "
+        "with gradient flow on the modified loss L + (η/4)|∇L|²; fits, on a tanh network, "
+        "the orders of GD's one-step and fixed-horizon errors against the order-p modified "
+        "flows; and compares the mean of reshuffled SGD with the SGD modified loss of Smith "
+        "et al. (2021)."
     ),
+    config=config,
     run=run,
+    figures=figures,
+    report=report,
 )

@@ -1,5 +1,6 @@
-"""Problem families. Each constructor returns a :class:`gdflow.Problem`."""
+"""Problem families. Each constructor returns a [`gdflow.Problem`][]."""
 
+from ._conv import conv_apply as conv_apply, conv_net as conv_net
 from ._glm import (
     least_squares as least_squares,
     logistic as logistic,

@@ -6,6 +6,7 @@ import functools as ft
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._problem import Problem
 from .._validate import nonnegative_finite, one_of, positive_int
@@ -25,10 +26,10 @@ def _activate(name: str, slope: float, x):
 
 
 def mlp_apply(params, X, *, activation: str = "relu", slope: float = 0.01):
-    """Forward pass: ``X @ W1 -> act -> ... -> @ WL`` (no activation after the last layer).
+    """Forward pass: `X @ W1 -> act -> ... -> @ WL` (no activation after the last layer).
 
-    ``params`` is a list of layers; a layer is a weight matrix ``(fan_in, fan_out)`` or,
-    with biases, a dict ``{"W": ..., "b": ...}``.
+    `params` is a list of layers; a layer is a weight matrix `(fan_in, fan_out)` or,
+    with biases, a dict `{"W": ..., "b": ...}`.
     """
     h = X
     for i, layer in enumerate(params):
@@ -59,6 +60,41 @@ def _loss_fn(kind: str, activation: str, slope: float):
     return ft.partial(base, activation, slope)
 
 
+def _check_labels(Y, n: int, num_classes):
+    """Integer labels must lie in 0..K-1 (a label -1 would become an all-zero one-hot row);
+    one-hot targets pass through."""
+    Y = np.asarray(Y)
+    if Y.ndim != 1:
+        return Y
+    if Y.shape[0] != n:
+        raise ValueError(f"`Y` must have leading size n={n}; got shape {Y.shape}.")
+    if not np.issubdtype(Y.dtype, np.integer):
+        if (
+            np.issubdtype(Y.dtype, np.floating)
+            and np.all(np.isfinite(Y))
+            and np.all(Y == np.round(Y))
+        ):
+            Y = Y.astype(np.int64)
+        else:
+            raise ValueError(
+                "`Y`: class labels for cross-entropy must be integers 0..K-1 (or one-hot "
+                f"rows); got dtype {Y.dtype}."
+            )
+    if num_classes is not None:
+        num_classes = positive_int("num_classes", num_classes)
+    if Y.size and Y.min() < 0:
+        raise ValueError(
+            f"`Y`: class labels must be non-negative (found {Y.min()}); map your classes "
+            "to 0..K-1."
+        )
+    if num_classes is not None and Y.size and Y.max() >= num_classes:
+        raise ValueError(
+            f"`Y`: label {Y.max()} is not below num_classes={num_classes}; labels must lie "
+            f"in 0..{num_classes - 1}."
+        )
+    return Y
+
+
 def mlp(
     X,
     Y,
@@ -69,31 +105,40 @@ def mlp(
     key=None,
     *,
     init_scale: float = 1.0,
+    init: str = "he",
+    num_classes: int | None = None,
     slope: float = 0.01,
     name: str | None = None,
 ) -> Problem:
-    r"""A fully connected network :math:`f(x) = W_L\,\sigma(\cdots\sigma(W_1 x))`.
+    r"""A fully connected network $f(x) = W_L\,\sigma(\cdots\sigma(W_1 x))$.
 
     **Arguments:**
 
-    - ``X``: inputs ``(n, d)``; ``Y``: targets: integer classes ``(n,)`` or one-hot
-      ``(n, K)`` for ``loss="cross_entropy"``, real ``(n,)`` or ``(n, K)`` for
-      ``loss="mse"`` (per example :math:`\tfrac12|f(x_i)-y_i|^2`).
-    - ``widths``: the **hidden** widths; input and output sizes come from ``X`` and ``Y``
-      (the neural-network text's 784-50-50-10 is ``widths=(50, 50)`` on MNIST).
-    - ``activation``: ``"linear"``, ``"relu"``, ``"leaky_relu"`` (negative ``slope``,
-      default 0.01) or ``"tanh"``.
-    - ``bias``: add biases (the text's networks have none).
-    - ``key``: ``jax.random`` key of the initialisation (default key 0).
-    - ``init_scale``: multiplies the initial weights, drawn as
-      :math:`N(0, g^2/\mathrm{fan\_in})` with gain :math:`g = \sqrt2` for (leaky) ReLU and 1
-      otherwise; small values give the near-zero initialisation of the deep linear result.
+    - `X`: inputs `(n, d)`; `Y`: targets: integer classes `(n,)` or one-hot
+      `(n, K)` for `loss="cross_entropy"`, real `(n,)` or `(n, K)` for
+      `loss="mse"` (per example $\tfrac12|f(x_i)-y_i|^2$).
+    - `widths`: the **hidden** widths; input and output sizes come from `X` and `Y`
+      (the neural-network text's 784-50-50-10 is `widths=(50, 50)` on MNIST).
+    - `activation`: `"linear"`, `"relu"`, `"leaky_relu"` (negative `slope`,
+      default 0.01) or `"tanh"`.
+    - `bias`: add biases (the text's networks have none).
+    - `key`: `jax.random` key of the initialisation (default key 0).
+    - `init`: `"he"` draws weights $N(0, g^2/\mathrm{fan\_in})$ with gain
+      $g = \sqrt2$ for (leaky) ReLU and 1 otherwise; `"xavier"` draws them
+      uniformly on $[-a, a]$, $a = \sqrt{6/(\mathrm{fan\_in} +
+      \mathrm{fan\_out})}$ (Glorot & Bengio 2010; PyTorch's `xavier_uniform_` with
+      gain 1, the initialisation of Elkabetz & Cohen's experiments). Biases start at 0.
+    - `init_scale`: multiplies the initial weights; small values give the near-zero
+      initialisation of the deep linear result.
+    - `num_classes`: for integer labels, the number of classes `K` (default: the
+      largest label + 1); every label must lie in `0..K-1`.
 
-    **Returns:** a :class:`gdflow.Problem` with params a list of weight
-    matrices ``(fan_in, fan_out)`` (dicts ``{"W", "b"}`` when ``bias``).
+    **Returns:** a [`gdflow.Problem`][] with params a list of weight
+    matrices `(fan_in, fan_out)` (dicts `{"W", "b"}` when `bias`).
     """
     one_of("activation", activation, _ACTIVATIONS)
     one_of("loss", loss, ("cross_entropy", "mse"))
+    one_of("init", init, ("he", "xavier"))
     init_scale = nonnegative_finite("init_scale", init_scale)
     widths = tuple(positive_int("widths", w) for w in widths)
     X = jnp.asarray(X)
@@ -102,7 +147,7 @@ def mlp(
     if X.ndim != 2:
         raise ValueError(f"`X` must be a matrix (n, d); got shape {X.shape}.")
     if loss == "cross_entropy":
-        Yd = one_hot(Y, None, X.dtype)
+        Yd = one_hot(_check_labels(Y, X.shape[0], num_classes), num_classes, X.dtype)
     else:
         Yd = jnp.asarray(Y, X.dtype)
         Yd = Yd[:, None] if Yd.ndim == 1 else Yd
@@ -113,7 +158,12 @@ def mlp(
     gain = 2.0**0.5 if activation in ("relu", "leaky_relu") else 1.0
     params = []
     for fan_in, fan_out, k in zip(sizes[:-1], sizes[1:], jax.random.split(key, len(sizes) - 1)):
-        W = init_scale * gain / fan_in**0.5 * jax.random.normal(k, (fan_in, fan_out), X.dtype)
+        if init == "he":
+            W = gain / fan_in**0.5 * jax.random.normal(k, (fan_in, fan_out), X.dtype)
+        else:
+            a = (6.0 / (fan_in + fan_out)) ** 0.5
+            W = jax.random.uniform(k, (fan_in, fan_out), X.dtype, -a, a)
+        W = init_scale * W
         params.append({"W": W, "b": jnp.zeros(fan_out, X.dtype)} if bias else W)
     label = name or f"mlp_{activation}_{'-'.join(map(str, sizes))}"
     return Problem(

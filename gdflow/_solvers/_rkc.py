@@ -33,7 +33,7 @@ from diffrax import (
     ThirdOrderHermitePolynomialInterpolation,
 )
 
-from ._validate import positive_int, real_array, real_scalar
+from .._validate import positive_int, real_array, real_scalar
 
 __all__ = ["RKC2", "RKC2State", "rkc2_stability_bound", "rkc2_stability_polynomial"]
 

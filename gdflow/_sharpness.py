@@ -1,0 +1,299 @@
+r"""Sharpness $\lambda_{\max}(\nabla^2 L)$ along runs: GD, gradient flow, central flow.
+
+The edge of stability (Cohen et al., ICLR 2021) is read off the sharpness: GD with step
+$\eta$ is stable on a quadratic only while $\eta\lambda_{\max} < 2$; on neural nets the
+sharpness rises (progressive sharpening) until $\eta\lambda_{\max} \approx 2$ and hovers
+there. [`sharpness_gd`][gdflow._sharpness.sharpness_gd] runs GD and measures the top
+eigenvalues every `every` steps inside one compiled loop, warm-starting each block
+eigen-solve from the previous eigenvectors and storing no iterate;
+[`sharpness_along`][gdflow._sharpness.sharpness_along] does the same at the saved
+points of any trajectory (gradient flow, central flow, GD).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from ._central import _hvp, _track
+from ._problem import Problem
+from ._trajectory import Trajectory
+from ._validate import nonnegative_finite, positive_finite, positive_int
+
+__all__ = ["SharpnessPath", "sharpness_along", "sharpness_gd"]
+
+
+class SharpnessPath(eqx.Module):
+    r"""Top Hessian eigenvalues at points of a run.
+
+    **Attributes:**
+
+    - `ts` `(T,)`: times of the points (clock $t = k\eta$ for GD).
+    - `eigenvalues` `(T, k)`: the top `k` eigenvalues, descending.
+    - `residuals` `(T, k)`: $\|Hx_i - \lambda_i x_i\|$ of each.
+    - `loss` `(T,)`: the loss at the points.
+    - `hvps`: Hessian-vector products spent in all; `grad_evals`: gradients of the run
+      itself (GD steps; 0 for a given trajectory).
+    - `lr`: the step size the edge $2/\eta$ refers to (or `None`).
+    - `crossing_time`: the first time at which $\eta\lambda_{\max}$ reaches 2, linearly
+      interpolated between the two points around it (`None` if it never does, or no
+      `lr`); `crossing_index`: the first point with $\eta\lambda_{\max} \ge 2$.
+    - `seconds`: wall time of the compiled run.
+    """
+
+    ts: np.ndarray
+    eigenvalues: np.ndarray
+    residuals: np.ndarray
+    loss: np.ndarray
+    hvps: int
+    grad_evals: int
+    lr: float | None
+    crossing_time: float | None
+    crossing_index: int | None
+    seconds: float
+
+    @property
+    def sharpness(self) -> np.ndarray:
+        r"""$\lambda_{\max}$, shape `(T,)`."""
+        return self.eigenvalues[:, 0]
+
+
+def _crossing(ts, lam, lr):
+    if lr is None:
+        return None, None
+    s = lr * lam
+    idx = np.nonzero(s >= 2.0)[0]
+    if idx.size == 0:
+        return None, None
+    i = int(idx[0])
+    if i == 0:
+        return float(ts[0]), 0
+    # Linear interpolation of lr*lambda between the last point below 2 and this one.
+    a, b = s[i - 1], s[i]
+    return float(ts[i - 1] + (2.0 - a) / (b - a) * (ts[i] - ts[i - 1])), i
+
+
+@eqx.filter_jit
+def _gd_blocks(loss, unravel, data, x0, V0, lr, every, blocks, tol, max_iters):
+    def f(y):
+        return loss(unravel(y), data)
+
+    grad = jax.grad(f)
+
+    def measure(x, V):
+        e = _track(lambda v: _hvp(f, x, v), V, iters=1, tol=tol, max_iters=max_iters)
+        return e.lam, e.X, e.res, e.hvps
+
+    def block(carry, _):
+        x, V, n = carry
+        lam, X, res, h = measure(x, V)
+        loss_x = f(x)
+        x = jax.lax.fori_loop(0, every, lambda i, y: y - lr * grad(y), x)
+        return (x, X, n + h), (lam, res, loss_x)
+
+    (xT, VT, n), (lam, res, ls) = jax.lax.scan(
+        block, (x0, V0, jnp.zeros((), jnp.int32)), None, length=blocks
+    )
+    lamT, _, resT, hT = measure(xT, VT)
+    lam = jnp.concatenate([lam, lamT[None]])
+    res = jnp.concatenate([res, resT[None]])
+    ls = jnp.concatenate([ls, f(xT)[None]])
+    return lam, res, ls, n + hT, xT
+
+
+def _start(P, m, dtype, key):
+    key = jax.random.PRNGKey(0) if key is None else key
+    return jax.random.normal(key, (P, m), dtype)
+
+
+def sharpness_gd(
+    problem: Problem,
+    lr: float,
+    steps: int,
+    *,
+    every: int = 10,
+    k: int = 1,
+    guard: int = 1,
+    tol: float = 1e-6,
+    max_iters: int = 100,
+    key: jax.Array | None = None,
+) -> SharpnessPath:
+    r"""Full-batch GD with the top-`k` Hessian eigenvalues every `every` steps.
+
+    One compiled loop: `every` GD steps $\theta \leftarrow \theta - \eta\nabla L(\theta)$,
+    then a block eigen-solve ([`gdflow._central.track_eigs`][]) at the current iterate,
+    warm-started from the previous eigenvectors (`k + guard` vectors; the guard vectors
+    help an eigenvalue rising from below into the top `k` to be caught), to a relative
+    residual `tol`. No iterate is stored. Points: steps $0, e, 2e, \dots$ and the last.
+
+    Cost: `steps` gradients plus $(k + g)$ HVPs per eigen-iteration (one Rayleigh–Ritz
+    step and at least one refinement per point; `hvps` reports the total).
+
+    **Arguments:**
+
+    - `problem`: a [`gdflow.Problem`][]; `lr`: the step size $\eta$; `steps`: GD steps
+      (a multiple of `every`).
+    - `every`: steps between measurements; `k`, `guard`: eigenvalues reported / extra
+      tracked.
+    - `tol`, `max_iters`: each eigen-solve's stopping rule.
+    - `key`: PRNG key of the first (cold) start.
+
+    **Returns:** a [`SharpnessPath`][gdflow._sharpness.SharpnessPath] with the first
+    crossing of $\eta\lambda_{\max} = 2$.
+
+    **Raises:** `ValueError` for a bad `lr`, `steps` not a multiple of `every`, or
+    `k + guard` above the parameter count.
+
+    ```python
+    >>> problem = gf.problems.quadratic(jnp.diag(jnp.array([1.0, 30.0])), params0=jnp.ones(2))
+    >>> path = sharpness_gd(problem, lr=0.1, steps=20, every=10, k=1, guard=1)
+    >>> path.sharpness.round(6).tolist(), path.crossing_time
+    ([30.0, 30.0, 30.0], 0.0)
+
+    ```
+    Reference: Cohen, Kaur, Li, Kolter, Talwalkar, "Gradient Descent on Neural Networks
+    Typically Occurs at the Edge of Stability", ICLR 2021, §3.
+    """
+    if not isinstance(problem, Problem):
+        raise TypeError(f"`problem` must be a gdflow.Problem; got {type(problem).__name__}.")
+    lr = positive_finite("lr", lr)
+    steps = positive_int("steps", steps)
+    every = positive_int("every", every)
+    k = positive_int("k", k)
+    guard = positive_int("guard", guard, allow_zero=True)
+    tol = nonnegative_finite("tol", tol)
+    max_iters = positive_int("max_iters", max_iters)
+    if steps % every:
+        raise ValueError(f"`steps`={steps} must be a multiple of `every`={every}.")
+    x0, unravel = ravel_pytree(problem.params0)
+    P = int(x0.shape[0])
+    if k + guard > P:
+        raise ValueError(f"`k + guard` = {k + guard} exceeds the {P} parameters.")
+    V0 = _start(P, k + guard, x0.dtype, key)
+    args = (
+        problem.loss,
+        unravel,
+        problem.data,
+        x0,
+        V0,
+        jnp.asarray(lr, x0.dtype),
+        every,
+        steps // every,
+        jnp.asarray(tol, x0.dtype),
+        max_iters,
+    )
+    from ._run import run_compiled
+
+    (lam, res, ls, n, _), _, run_s = run_compiled(_gd_blocks, *args)
+    ts = lr * np.arange(0, steps + 1, every, dtype=np.float64)
+    lam = np.asarray(lam)[:, :k]
+    t_cross, i_cross = _crossing(ts, lam[:, 0], lr)
+    return SharpnessPath(
+        ts=ts,
+        eigenvalues=lam,
+        residuals=np.asarray(res)[:, :k],
+        loss=np.asarray(ls),
+        hvps=int(n),
+        grad_evals=steps,
+        lr=lr,
+        crossing_time=t_cross,
+        crossing_index=i_cross,
+        seconds=run_s,
+    )
+
+
+@eqx.filter_jit
+def _along(loss, unravel, data, xs, V0, tol, max_iters):
+    def one(carry, x):
+        V, n = carry
+
+        def f(y):
+            return loss(unravel(y), data)
+
+        e = _track(lambda v: _hvp(f, x, v), V, iters=1, tol=tol, max_iters=max_iters)
+        return (e.X, n + e.hvps), (e.lam, e.res, f(x))
+
+    (_, n), (lam, res, ls) = jax.lax.scan(one, (V0, jnp.zeros((), jnp.int32)), xs)
+    return lam, res, ls, n
+
+
+def sharpness_along(
+    problem: Problem,
+    traj: Trajectory,
+    *,
+    lr: float | None = None,
+    k: int = 1,
+    guard: int = 1,
+    tol: float = 1e-6,
+    max_iters: int = 100,
+    key: jax.Array | None = None,
+) -> SharpnessPath:
+    r"""Top-`k` Hessian eigenvalues at every saved point of a trajectory, in one jitted scan.
+
+    Each point's block eigen-solve is warm-started from the previous point's vectors
+    (see [`sharpness_gd`][gdflow._sharpness.sharpness_gd]); for a gradient-flow or
+    central-flow path this is the sharpness along it. `lr` (default: the trajectory's
+    `stats["lr"]` if any) sets the edge $2/\eta$ for the crossing time.
+
+    **Arguments:** `problem`, `traj` (a [`gdflow.Trajectory`][] of this problem's
+    parameters), `lr`, `k`, `guard`, `tol`, `max_iters`, `key` as in
+    [`sharpness_gd`][gdflow._sharpness.sharpness_gd].
+
+    **Returns:** a [`SharpnessPath`][gdflow._sharpness.SharpnessPath].
+
+    **Raises:** `TypeError` for a non-Trajectory; `ValueError` for an empty one or
+    parameters of another size.
+    """
+    if not isinstance(problem, Problem):
+        raise TypeError(f"`problem` must be a gdflow.Problem; got {type(problem).__name__}.")
+    if not isinstance(traj, Trajectory):
+        raise TypeError(f"`traj` must be a gdflow.Trajectory; got {type(traj).__name__}.")
+    if len(traj) == 0:
+        raise ValueError("`traj` is empty.")
+    k = positive_int("k", k)
+    guard = positive_int("guard", guard, allow_zero=True)
+    tol = nonnegative_finite("tol", tol)
+    max_iters = positive_int("max_iters", max_iters)
+    if lr is None:
+        lr = traj.stats.get("lr")
+    lr = None if lr is None else positive_finite("lr", lr)
+    x0, unravel = ravel_pytree(problem.params0)
+    xs = traj.flat()
+    if xs.shape[1] != x0.shape[0]:
+        raise ValueError(
+            f"`traj` has {xs.shape[1]} parameters per point; the problem has {x0.shape[0]}."
+        )
+    P = int(x0.shape[0])
+    if k + guard > P:
+        raise ValueError(f"`k + guard` = {k + guard} exceeds the {P} parameters.")
+    V0 = _start(P, k + guard, x0.dtype, key)
+    from ._run import run_compiled
+
+    (lam, res, ls, n), _, run_s = run_compiled(
+        _along,
+        problem.loss,
+        unravel,
+        problem.data,
+        xs.astype(x0.dtype),
+        V0,
+        jnp.asarray(tol, x0.dtype),
+        max_iters,
+    )
+    ts = np.asarray(traj.ts, np.float64)
+    lam = np.asarray(lam)[:, :k]
+    t_cross, i_cross = _crossing(ts, lam[:, 0], lr)
+    return SharpnessPath(
+        ts=ts,
+        eigenvalues=lam,
+        residuals=np.asarray(res)[:, :k],
+        loss=np.asarray(ls),
+        hvps=int(n),
+        grad_evals=0,
+        lr=lr,
+        crossing_time=t_cross,
+        crossing_index=i_cross,
+        seconds=run_s,
+    )

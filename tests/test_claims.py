@@ -1,0 +1,88 @@
+"""Claims: verdicts computed by their rules, and the verdicts the quick size reaches."""
+
+import concurrent.futures
+import dataclasses
+import json
+import math
+
+import pytest
+
+from gdflow.experiments import minibatch_flow
+from gdflow.experiments._base import (
+    DIFFERS,
+    HOLDS,
+    NO_PUBLISHED,
+    AtLeast,
+    AtMost,
+    Claim,
+    Close,
+    claims_table,
+    jsonable,
+    run_tasks,
+    verdicts,
+)
+
+
+def test_rules_decide_verdicts():
+    c = Claim("x", "x is about 64", 64, 70.0, Close(rtol=0.25))
+    assert c.verdict == HOLDS  # |70 - 64| = 6 <= 16
+    assert dataclasses.replace(c, measured=350.0).verdict == DIFFERS
+    assert dataclasses.replace(c, measured=None).verdict == DIFFERS
+    assert dataclasses.replace(c, measured=math.nan).verdict == DIFFERS
+    assert dataclasses.replace(c, published=None).verdict == NO_PUBLISHED
+    assert Claim("b", "", 1.0, 0.5, AtMost()).verdict == HOLDS
+    assert Claim("b", "", 1.0, 1.5, AtMost()).verdict == DIFFERS
+    assert Claim("b", "", 1.0, 1.5, AtLeast()).verdict == HOLDS
+    assert Claim("b", "", 2.0, 1.5, AtLeast(factor=0.5)).verdict == HOLDS
+    assert Close(atol=0.2).holds(1.0, 1.2) and not Close(atol=0.2).holds(1.0, 1.21)
+
+
+def test_claims_table_and_json():
+    claims = (
+        Claim("a", "order of |e|", 2.0, 1.94, Close(atol=0.25)),
+        Claim("b", "a quantity", None, 0.5, AtLeast()),
+    )
+    table = claims_table(claims).splitlines()
+    assert table[0] == "| claim | text | gdflow | verdict |"
+    assert "none given" in table[3] and NO_PUBLISHED in table[3]
+    assert "\\|e\\|" in table[2] and "holds" in table[2]
+    rec = json.loads(json.dumps(jsonable(list(claims))))
+    assert set(rec[0]) >= {"claim", "text", "published", "measured", "rule", "verdict"}
+    assert rec[0]["verdict"] == HOLDS and rec[1]["verdict"] == NO_PUBLISHED
+
+
+def test_run_tasks_same_in_process_and_on_an_executor():
+    tasks = [(3, 4), (5, 12)]
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        assert run_tasks(math.hypot, tasks, ex) == run_tasks(math.hypot, tasks) == [5.0, 13.0]
+
+
+@pytest.fixture(scope="module")
+def minibatch_quick():
+    return minibatch_flow.run(minibatch_flow.config("quick"))
+
+
+def test_minibatch_flow_quick_verdicts(minibatch_quick):
+    v = verdicts(minibatch_quick.claims)
+    expected_differs = {"approx_vs_full_gf"}  # the approximation errs twice as much as GF
+    for claim, verdict in v.items():
+        assert verdict == (DIFFERS if claim in expected_differs else HOLDS), claim
+    text = minibatch_flow.report(minibatch_quick)
+    assert text.startswith("| claim | text | gdflow | verdict |")
+
+
+def test_a_wrong_measured_value_flips_the_verdict(minibatch_quick):
+    claim = next(c for c in minibatch_quick.claims if c.claim == "closed_form_exact")
+    assert claim.verdict == HOLDS
+    wrong = dataclasses.replace(claim, measured=claim.measured + 1e-3)
+    assert wrong.verdict == DIFFERS
+    # and through the whole pipeline: claims are recomputed from the numbers
+    f = dict(minibatch_quick.figure, closed_vs_numeric_max=0.5)
+    claims = minibatch_flow.make_claims(
+        minibatch_quick.config,
+        f,
+        minibatch_quick.rows,
+        minibatch_quick.orders,
+        minibatch_quick.many,
+    )
+    assert verdicts(claims)["closed_form_exact"] == DIFFERS
