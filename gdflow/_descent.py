@@ -59,7 +59,7 @@ def gd(
     - `on_divergence`: at the first non-finite loss the run stops and `"warn"`
       (default) returns what it computed with a [`gdflow.DivergenceWarning`][], `"raise"`
       raises [`gdflow.DivergenceError`][] carrying it, `"ignore"` returns it silently.
-    - `progress`: draw a progress bar (updated at every save point).
+    - `progress`: draw a progress bar (updated a few times a second, between compiled chunks).
 
     **Returns:** a [`gdflow.Trajectory`][] with `ts = k·lr` for the saved `k`.
     Cost: `K` full gradients, plus one full loss per saved point.

@@ -163,6 +163,15 @@ class Quadratic(AbstractStructure):
     def check(self, data, params0) -> None:
         _require("Quadratic", data, ("H", "c"))
         _vector_params("Quadratic", params0, np.shape(data["c"])[-1])
+        H = np.asarray(data["H"])
+        if not isinstance(data["H"], jax.core.Tracer) and not np.allclose(
+            H, np.swapaxes(H, -1, -2), rtol=1e-10, atol=1e-12
+        ):
+            # The closed forms use an eigendecomposition of the (symmetric) Hessian.
+            raise ValueError(
+                "`structure`=Quadratic() needs symmetric matrices `data['H']`; pass "
+                "(H + H.T) / 2 (the same loss)."
+            )
 
 
 def _two_point_loss(params, batch):

@@ -138,3 +138,28 @@ def test_experiment_tasks_are_cached_resumed_and_run_on_a_real_dask_cluster(tmp_
     assert "tasks" not in remote and not (cluster / name / "cache").exists()
     assert remote["numbers"] == rec["numbers"]
     assert [c["verdict"] for c in remote["claims"]] == [c["verdict"] for c in rec["claims"]]
+
+
+def test_cache_keys_see_every_digit_of_array_arguments():
+    import numpy as np
+
+    from gdflow.experiments._base import _stable_repr
+
+    a = np.array([0.1, 0.2])
+    b = np.array([0.1, 0.2 + 1e-12])
+    assert repr(a) == repr(b) and _stable_repr((a,)) != _stable_repr((b,))
+    big = np.zeros(2000)
+    other = big.copy()
+    other[1000] = 1.0
+    assert _stable_repr(big) != _stable_repr(other)
+    assert _stable_repr((main, 1.0)) == f"(<{main.__module__}.main>, 1.0)"
+
+
+def test_no_cache_recomputes_but_keeps_the_cache(tmp_path):
+    name = "minibatch-flow"
+    argv = ["reproduce", name, "--quick", "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
+    entries = sorted((tmp_path / name / "cache").rglob("*.npz"))
+    assert main([*argv, "--no-cache"]) == 0
+    assert sorted((tmp_path / name / "cache").rglob("*.npz")) == entries
+    assert "tasks" not in _numbers(tmp_path, name)

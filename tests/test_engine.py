@@ -111,31 +111,75 @@ class _Recorder(gf.AbstractProgressMeter):
         self.log.append(("close",))
 
 
-def test_progress_meter_sees_every_chunk(monkeypatch):
-    monkeypatch.setattr(_engine, "_CHUNK_SECONDS", 0.0)  # one block per chunk
-    _, problem = _quadratic()
+def _one_step_chunks(monkeypatch):
+    monkeypatch.setattr(_engine, "_CHUNK_SECONDS", 0.0)  # every call: one method step
+    monkeypatch.setattr(_engine, "_FIRST_PIECE", 1)
+
+
+def test_progress_meter_sees_every_chunk_even_inside_a_save_interval(monkeypatch):
+    _one_step_chunks(monkeypatch)
+    H, problem = _quadratic()
     meter = _Recorder(log=[])
-    traj = gf.gd(problem, 0.1, 30, save_every=10, progress=meter)
+    traj = gf.gd(problem, 0.1, 30, save_every=30, progress=meter)  # one save, at the end
     done = [entry[1] for entry in meter.log if entry[0] == "update"]
     assert meter.log[0] == ("start", 30, "gd") and meter.log[-1] == ("close",)
-    assert done == [10, 20, 30] and len(traj) == 4
+    assert done == list(range(1, 31)) and len(traj) == 2
+    expect = np.linalg.matrix_power(np.eye(2) - 0.1 * np.asarray(H), 30) @ np.ones(2)
+    np.testing.assert_allclose(np.asarray(traj.final), expect, rtol=1e-13)
+
+
+def test_default_chunks_save_the_same_points_as_one_step_chunks(monkeypatch):
+    problem = gf.problems.random_least_squares(40, 6, noise=0.1, key=jax.random.key(0))
+    batching = gf.Reshuffle(8, jax.random.key(3))
+    reference = gf.sgd(problem, 0.05, 9, batching, save_every=7)
+    _one_step_chunks(monkeypatch)
+    again = gf.sgd(problem, 0.05, 9, batching, save_every=7)
+    np.testing.assert_array_equal(np.asarray(reference.params), np.asarray(again.params))
+    np.testing.assert_array_equal(np.asarray(reference.loss), np.asarray(again.loss))
 
 
 def test_ctrl_c_stops_between_chunks_and_keeps_what_finished(monkeypatch):
-    monkeypatch.setattr(_engine, "_CHUNK_SECONDS", 0.0)
+    _one_step_chunks(monkeypatch)
     H, problem = _quadratic()
-    meter = _Recorder(log=[], interrupt_after=2)
-    with pytest.raises(gf.RunInterrupted, match="interrupted at batch step 20 of 50") as info:
+    meter = _Recorder(log=[], interrupt_after=12)
+    with pytest.raises(gf.RunInterrupted, match="interrupted at batch step 12 of 50") as info:
         gf.gd(problem, 0.1, 50, save_every=10, progress=meter)
     traj = info.value.trajectory
     assert isinstance(info.value, KeyboardInterrupt) and traj.stats.outcome == "interrupted"
-    np.testing.assert_allclose(np.asarray(traj.ts), [0.0, 1.0, 2.0])
+    # The saved points 0 and 10, and the state at step 12 where it stopped.
+    np.testing.assert_allclose(np.asarray(traj.ts), [0.0, 1.0, 1.2])
     expect = [
         np.linalg.matrix_power(np.eye(2) - 0.1 * np.asarray(H), k) @ np.ones(2)
-        for k in (0, 10, 20)
+        for k in (0, 10, 12)
     ]
     np.testing.assert_allclose(np.asarray(traj.params), expect, rtol=1e-13)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_process_that_ignores_ctrl_c_keeps_ignoring_it(monkeypatch):
+    _one_step_chunks(monkeypatch)
+    _, problem = _quadratic()
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        traj = gf.gd(
+            problem, 0.1, 20, save_every=10, progress=_Recorder(log=[], interrupt_after=3)
+        )
+        assert traj.stats.outcome == "" and traj.stats.steps == 20
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def test_divergence_inside_a_save_block_keeps_the_last_finite_state():
+    _, problem = _quadratic((4.0,))
+    # |1 - 10·4|^k: the loss overflows at the same step whatever the save interval.
+    every_step = gf.gd(problem, 10.0, 5000, on_divergence="ignore")
+    k = every_step.diverged_at
+    coarse = gf.gd(problem, 10.0, 5000, save_every=7, on_divergence="ignore")
+    assert coarse.diverged_at == k and coarse.stats.grad_evals == k
+    np.testing.assert_allclose(np.asarray(coarse.ts)[-1], 10.0 * k)
+    np.testing.assert_allclose(np.asarray(coarse.final), [(-39.0) ** k], rtol=1e-10)
+    assert len(coarse) == k // 7 + 2  # the saved points, then the state it stopped in
 
 
 def test_trajectory_and_stats_pass_through_filter_jit():
@@ -223,7 +267,11 @@ def test_every_scheme_and_local_solver_has_its_declared_order(scheme, local):
     problem, flow = _least_squares_with_flow()
     method = gf.Splitting(scheme, local, 0.1)
     expected = method.order
-    assert expected == (scheme.order if local.order is None else min(scheme.order, local.order))
+    # The published orders: Lie-Trotter 1, Strang 2, and Euler local solves cap both at 1.
+    literal = {("LieTrotter", "Euler"): 1, ("LieTrotter", "Exact"): 1,
+               ("LieTrotter", "LocalODE"): 1, ("Strang", "Euler"): 1,
+               ("Strang", "Exact"): 2, ("Strang", "LocalODE"): 2}  # fmt: skip
+    assert expected == literal[type(scheme).__name__, type(local).__name__]
     batching = gf.RoundRobin(3)  # m = 4 batches
     m = 4
     T = 1.6
@@ -252,6 +300,47 @@ def test_exact_dispatches_on_structure_and_refuses_other_losses():
             ls.params0,
             structure=gf.LeastSquares(),
         )
+
+
+def test_exact_closed_forms_of_quadratic_and_two_point_structures():
+    H = np.array([[2.0, 0.5], [0.5, 1.0]])
+    c = np.array([1.0, -1.0])
+    bowl = gf.problems.quadratic(jnp.asarray(H), center=jnp.asarray(c), params0=jnp.zeros(2))
+    traj = gf.split(bowl, 0.3, 4, gf.FullBatch(), local=gf.Exact())
+    expect = c + scipy.linalg.expm(-1.2 * H) @ (np.zeros(2) - c)  # GF for t = 4 · 0.3
+    np.testing.assert_allclose(np.asarray(traj.final), expect, rtol=1e-12)
+    pts = gf.problems.two_points(jnp.array([1.0, 0.0]), jnp.array([-1.0, 2.0]), jnp.zeros(2))
+    sw = gf.split(pts, 0.5, 3, gf.RoundRobin(1), local=gf.Exact())
+    th = np.zeros(2)
+    for _ in range(3):  # batch a then batch b, each theta -> x + (theta - x) e^{-lr}
+        for x in (np.array([1.0, 0.0]), np.array([-1.0, 2.0])):
+            th = x + (th - x) * np.exp(-0.5)
+    np.testing.assert_allclose(np.asarray(sw.final), th, rtol=1e-13)
+    with pytest.raises(ValueError, match="symmetric"):
+        gf.Problem(gf.Quadratic.loss, {"H": jnp.array([[[1.0, 2.0], [0.0, 1.0]]]),
+                   "c": jnp.array([[1.0, -1.0]])}, jnp.zeros(2), structure=gf.Quadratic())  # fmt: skip
+
+
+def test_run_checks_the_local_solver_and_the_step_size():
+    logcosh = lambda th, b: jnp.mean(jnp.log(jnp.cosh(b["x"] @ th)))  # noqa: E731
+    generic = gf.Problem(logcosh, {"x": jnp.ones((4, 2))}, jnp.ones(2))
+    with pytest.raises(ValueError, match="no structure"):
+        gf.run(gf.Splitting(gf.LieTrotter(), gf.Exact(), 0.1), generic, 2, gf.RoundRobin(2))
+    for bad in (-0.1, float("nan"), 0.0):
+        with pytest.raises(ValueError, match="`lr`"):
+            gf.SGD(bad)
+        with pytest.raises(ValueError, match="`lr`"):
+            gf.Splitting(gf.Strang(), gf.Euler(), bad)
+
+
+def test_a_failing_local_ode_solve_rolls_back_the_epoch():
+    # A local flow that blows up in finite time: theta' = 3 mean(x) theta^2.
+    cubic = lambda th, b: -jnp.mean(b["x"]) * jnp.sum(th**3)  # noqa: E731
+    problem = gf.Problem(cubic, {"x": jnp.ones((4, 1))}, jnp.array([0.5]))
+    ode = gf.LocalODE(max_steps=64)
+    with pytest.warns(gf.DivergenceWarning, match="non-finite parameters"):
+        traj = gf.split(problem, 1.0, 5, gf.RoundRobin(2), local=ode)
+    assert traj.diverged_at == 0 and np.asarray(traj.final).tolist() == [0.5]
 
 
 def test_string_shortcuts_resolve_to_the_objects():

@@ -26,10 +26,13 @@ __all__ = ["AbstractMethod", "all_finite", "batch_for", "gradient_result", "tree
 class AbstractMethod(eqx.Module):
     r"""Base class of discrete methods. Subclasses are final.
 
-    A subclass declares, as class attributes, `order` (the global order of accuracy
-    against the flow it discretises, on a fixed horizon as the step size goes to zero;
-    `None` when it is not a discretisation of a known flow) and `evals_per_step`
-    (batch-gradient evaluations per method step, `None` when it varies), and implements:
+    A subclass declares `order` (the global order of accuracy against the flow it
+    discretises, on a fixed horizon as the step size goes to zero; `None` when it is not
+    a discretisation of a known flow) and `evals_per_step` (batch-gradient evaluations
+    per method step, `None` when it varies): class attributes for single methods
+    ([`gdflow.SGD`][]), properties computed from the parts for composite ones
+    ([`gdflow.Splitting`][]: from its scheme's and local solver's class attributes). It
+    implements:
 
     - `init(problem, batching, params) -> state`: the state before the first step
       (traceable; run once, timed as set-up).

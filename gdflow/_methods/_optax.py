@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from .._batching import AbstractBatching
+from .._validate import is_traced, positive_finite
 from ._base import AbstractMethod, batch_for, epoch_table, gradient_result
 
 __all__ = ["Optax"]
@@ -42,6 +43,8 @@ class Optax(AbstractMethod):
                 f"got {optimizer!r}."
             )
         self.optimizer = optimizer
+        if lr is not None and not is_traced(lr):
+            lr = positive_finite("lr", lr)
         self.lr = None if lr is None else jnp.asarray(lr)
 
     def init(self, problem, batching: AbstractBatching, params):

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from .._batching import AbstractBatching
+from .._validate import is_traced, positive_finite
 from ._base import AbstractMethod, batch_for, epoch_table, gradient_result
 
 __all__ = ["SGD"]
@@ -34,7 +35,7 @@ class SGD(AbstractMethod):
     lr: jax.Array
 
     def __init__(self, lr):
-        self.lr = jnp.asarray(lr)
+        self.lr = jnp.asarray(lr if is_traced(lr) else positive_finite("lr", lr))
 
     def init(self, problem, batching: AbstractBatching, params):
         del params

@@ -42,8 +42,11 @@ __all__ = ["run"]
 # Steps of one compiled call stay below 2**30, so int32 counters inside never overflow.
 _MAX_BLOCK = 2**30
 # Target wall time of one chunk: long enough that dispatch is free, short enough that the
-# bar moves and Ctrl-C answers promptly.
+# bar moves and Ctrl-C answers promptly. The first call runs _FIRST_PIECE method steps;
+# later calls are sized from the measured time per step (a save interval longer than one
+# call is cut into non-saving pieces, so even `save_every=steps` answers promptly).
 _CHUNK_SECONDS = 0.25
+_FIRST_PIECE = 16
 
 
 def _all_finite(tree) -> jax.Array:
@@ -155,27 +158,35 @@ def _plan(steps: int, every: int) -> Iterator[tuple[int, int, bool]]:
 
 
 class _Interrupt:
-    """Turns the first Ctrl-C during a run into a flag the loop checks between chunks
-    (a second one interrupts at once). Only in the main thread, where signals arrive."""
+    """Turns the first Ctrl-C during a run into a flag the loop checks between chunks (a
+    second one raises `KeyboardInterrupt` as soon as the running chunk returns). Only in
+    the main thread, where signals arrive, and never where SIGINT is ignored."""
 
     def __init__(self):
         self.hit = False
         self._old = None
+        self._installed = False
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.getsignal(signal.SIGINT)
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        old = signal.getsignal(signal.SIGINT)
+        if old is signal.SIG_IGN or old is None:
+            # A process that ignores Ctrl-C (or whose handler is not Python's) keeps it.
+            return self
+        self._old = old
 
-            def handler(signum, frame):
-                if self.hit:
-                    raise KeyboardInterrupt
-                self.hit = True
+        def handler(signum, frame):
+            if self.hit:
+                raise KeyboardInterrupt
+            self.hit = True
 
-            signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGINT, handler)
+        self._installed = True
         return self
 
     def __exit__(self, *exc):
-        if self._old is not None:
+        if self._installed:
             signal.signal(signal.SIGINT, self._old)
         return False
 
@@ -276,44 +287,62 @@ def run(
     compile_s = run_s = 0.0
     compiled = None
     interrupted = False
+    interrupt = None
     handle = meter.start(steps, label)
+    # Method steps per compiled call, adapted to measured time (see _CHUNK_SECONDS).
+    piece = _FIRST_PIECE
+
+    def advance(nb: int, block_steps: int, write: bool) -> None:
+        nonlocal carry, bufs, compiled, compile_s, run_s, done, result, piece
+        fixed = (
+            method,
+            problem,
+            batching,
+            steps_per_epoch,
+            jnp.int32(nb),
+            jnp.int32(block_steps),
+            jnp.asarray(write),
+        )
+        if compiled is None:
+            compiled, compile_s = compile_timed(_chunk, fixed, carry, bufs)
+        t1 = time.perf_counter()
+        carry, bufs, did = compiled(fixed, carry, bufs)
+        did = int(did)  # waits for the chunk
+        dt = time.perf_counter() - t1
+        run_s += dt
+        done += did
+        for k, v in carry[6].items():
+            totals[k] += int(v)
+        carry = (*carry[:6], zeros())
+        result = carry[5]
+        meter.update(handle, done)
+        # The next call: aim at _CHUNK_SECONDS, growing at most 8x at a time.
+        if did and dt > 0:
+            want = int(_CHUNK_SECONDS * did / dt)
+            piece = max(1, min(8 * piece, want, _MAX_BLOCK))
+
+    def going() -> bool:
+        return result == RESULTS.successful and not interrupt.hit
+
     try:
         with _Interrupt() as interrupt:
             for block_steps, nblocks, write in _plan(steps, save_every):
-                if not (result == RESULTS.successful) or interrupt.hit:
-                    break
-                left, per = nblocks, max(1, _MAX_BLOCK // block_steps)
-                size = 1
-                while left and result == RESULTS.successful and not interrupt.hit:
-                    nb = min(size, left, per)
-                    fixed = (
-                        method,
-                        problem,
-                        batching,
-                        steps_per_epoch,
-                        jnp.int32(nb),
-                        jnp.int32(block_steps),
-                        jnp.asarray(write),
-                    )
-                    if compiled is None:
-                        compiled, compile_s = compile_timed(_chunk, fixed, carry, bufs)
-                    t1 = time.perf_counter()
-                    carry, bufs, did = compiled(fixed, carry, bufs)
-                    did = int(did)  # waits for the chunk
-                    dt = time.perf_counter() - t1
-                    run_s += dt
-                    done += did
-                    for k, v in carry[6].items():
-                        totals[k] += int(v)
-                    carry = (*carry[:6], zeros())
-                    result = carry[5]
-                    left -= nb
-                    meter.update(handle, done)
-                    # Next chunk: aim at _CHUNK_SECONDS, growing at most 8x at a time.
-                    per_block = dt / nb
-                    want = int(_CHUNK_SECONDS / per_block) if per_block > 0 else 8 * nb
-                    size = max(1, min(8 * nb, want))
-            interrupted = interrupt.hit
+                left = nblocks
+                while left and going():
+                    if block_steps <= piece:  # several whole save blocks per call
+                        nb = min(left, max(1, piece // block_steps))
+                        advance(nb, block_steps, write)
+                        left -= nb
+                        continue
+                    # A save interval longer than a call should take: non-saving pieces,
+                    # then the piece that ends the interval and saves.
+                    remaining = block_steps
+                    while remaining and going():
+                        p = min(piece, remaining)
+                        advance(1, p, write and p == remaining)
+                        remaining -= p
+                    left -= 1
+            interrupted = interrupt.hit and done < steps
     finally:
         meter.close(handle)
 

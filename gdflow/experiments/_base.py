@@ -175,11 +175,30 @@ def run_tasks(fn: Callable, tasks: Sequence[tuple], executor=None, *, track=None
 
 
 def _stable_repr(x) -> str:
-    """`repr`, with functions named by module and qualified name (not by address), so that
-    the same task has the same key in every run."""
+    """A text that identifies a task's arguments exactly and is the same in every run:
+    floats by their shortest exact `repr`, arrays by dtype, shape and a hash of their
+    bytes (NumPy's `repr` rounds and elides), functions by module and qualified name (not
+    by address), containers and dataclasses field by field."""
+    import dataclasses
+    import hashlib
+
+    import numpy as np
+
     if isinstance(x, tuple | list):
         inner = ", ".join(_stable_repr(v) for v in x)
         return f"({inner})" if isinstance(x, tuple) else f"[{inner}]"
+    if isinstance(x, dict):
+        items = sorted((_stable_repr(k), _stable_repr(v)) for k, v in x.items())
+        return "{" + ", ".join(f"{k}: {v}" for k, v in items) + "}"
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        fields = ", ".join(
+            f"{f.name}={_stable_repr(getattr(x, f.name))}" for f in dataclasses.fields(x)
+        )
+        return f"{type(x).__module__}.{type(x).__qualname__}({fields})"
+    if hasattr(x, "__array__") and hasattr(x, "dtype") and hasattr(x, "shape"):
+        arr = np.asarray(x)
+        digest = hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
+        return f"array({arr.dtype}, {arr.shape}, {digest})"
     if callable(x) and hasattr(x, "__qualname__") and not isinstance(x, type):
         return f"<{getattr(x, '__module__', '')}.{x.__qualname__}>"
     return repr(x)
@@ -225,12 +244,16 @@ class CachedExecutor:
         self.executor = InProcess() if executor is None else executor
         self.hits = 0
         self.misses = 0
+        self.closed = False
 
     def _key(self, fn, task) -> str:
         import hashlib
 
+        from .._sweep import jax_settings
+
         name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
-        digest = hashlib.sha256(_stable_repr(task).encode()).hexdigest()
+        text = _stable_repr((task, sorted(jax_settings().items())))
+        digest = hashlib.sha256(text.encode()).hexdigest()
         return self.cache.key({"task": digest}, task=name)
 
     def submit(self, fn, *task):
@@ -248,11 +271,37 @@ class CachedExecutor:
         future = self.executor.submit(_WithJax(fn, jax_settings()), *task)
 
         def store(f):
-            if not f.cancelled() and f.exception() is None:
-                self.cache.store(key, f.result())
+            # As soon as a task finishes (in another thread for Dask): an interrupted run
+            # keeps it. Not once the cache was closed and moved with the results.
+            if not self.closed and not f.cancelled() and f.exception() is None:
+                self._store(key, f.result())
 
         future.add_done_callback(store)
-        return future
+        return _Storing(future, lambda value: self._store(key, value))
+
+    def _store(self, key, value) -> None:
+        if not self.cache.contains(key):
+            self.cache.store(key, value)
+
+    def close(self) -> None:
+        """Store nothing more (the results and the cache are about to be moved)."""
+        self.closed = True
+
+
+class _Storing:
+    """A future whose `result()` also stores the value, in the caller's thread, so that
+    every collected result is in the cache before the experiment's folder is moved."""
+
+    def __init__(self, future, store):
+        self._future, self._store = future, store
+
+    def result(self, timeout=None):
+        value = self._future.result(timeout)
+        self._store(value)
+        return value
+
+    def __getattr__(self, name):
+        return getattr(self._future, name)
 
 
 def tracker(progress: bool, desc: str = ""):

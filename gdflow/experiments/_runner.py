@@ -76,7 +76,8 @@ class Interrupted(KeyboardInterrupt):
         kept = ", ".join(finished) if finished else "no experiment of this run"
         super().__init__(
             f"interrupted during {name!r}; {out / 'report.md'} keeps {kept} "
-            f"(and any earlier results); {name!r}'s folder was left as it was."
+            f"(and any earlier results); {name!r}'s results were left as they were, and "
+            f"its tasks that finished are in {out / name / 'cache'} for the rerun."
         )
 
 
@@ -237,10 +238,11 @@ def _run_one(exp, out, size, data_dir, seeds, progress, executor, host, cache=Tr
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if tasks is not None:
+        tasks.close()
         record["tasks"] = {"computed": tasks.misses, "from_cache": tasks.hits}
         write_json(tmp / "results.json", record)
-        if (final / "cache").exists():
-            (final / "cache").rename(tmp / "cache")
+    if (final / "cache").exists():  # kept with --no-cache too: it is still valid
+        (final / "cache").rename(tmp / "cache")
     # Move into place only now: the old folder (if any) goes as a whole.
     if final.exists():
         old = out / f".{exp.name}.old"

@@ -132,8 +132,13 @@ class LocalODE(AbstractLocalSolver):
             saveat=diffrax.SaveAt(t1=True),
             stepsize_controller=diffrax.PIDController(rtol=self.rtol, atol=self.atol),
             max_steps=self.max_steps,
+            throw=False,
         )
-        y1 = jax.tree_util.tree_map(lambda x: x[-1], sol.ys)
+        # A failed solve (max_steps, step-size underflow, a blow-up) returns NaN: the
+        # splitting step then fails like any non-finite state and the run keeps the state
+        # at the start of the epoch, instead of an error from inside the compiled loop.
+        ok = sol.result == diffrax.RESULTS.successful
+        y1 = jax.tree_util.tree_map(lambda x: jnp.where(ok, x[-1], jnp.nan), sol.ys)
         return y1, sol.stats["num_steps"]
 
     def solve(self, problem, factors, params, dt):

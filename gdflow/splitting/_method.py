@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from .._batching import AbstractBatching
 from .._methods._base import AbstractMethod, all_finite, epoch_table, tree_where
 from .._run._outcome import RESULTS
+from .._validate import is_traced as _traced, positive_finite
 from ._base import AbstractLocalSolver
 from ._schemes import AbstractScheme
 
@@ -59,7 +60,7 @@ class Splitting(AbstractMethod):
             )
         self.scheme = scheme
         self.local = local
-        self.lr = jnp.asarray(lr)
+        self.lr = jnp.asarray(lr if _traced(lr) else positive_finite("lr", lr))
 
     @property
     def order(self) -> int:
@@ -75,6 +76,7 @@ class Splitting(AbstractMethod):
 
     def init(self, problem, batching: AbstractBatching, params):
         del params
+        self.local.check(problem)  # e.g. Exact() on a problem without a closed form
         if batching.deterministic:
             return factorise(problem, self.local, epoch_table(problem, batching, 0))
         return None
