@@ -8,30 +8,20 @@ before it.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import optax
 
 from ._batching import AbstractBatching, FullBatch, resolve_batching
 from ._methods import SGD, Optax
-from ._problem import Problem, as_problem, float_dtype
+from ._problem import Problem, as_problem
 from ._run import (
     DivergenceError as DivergenceError,
     DivergenceWarning as DivergenceWarning,
     run,
 )
 from ._trajectory import Trajectory
-from ._validate import positive_finite, positive_int
+from ._validate import positive_int
 
 __all__ = ["descent", "gd", "sgd"]
-
-
-def _in_dtype(problem: Problem, value: float):
-    # The step size in the state's dtype: a float64 lr must not promote a float32 state.
-    return jnp.asarray(value, dtype=float_dtype(problem.params0))
-
-
-def _lr(problem: Problem, lr) -> SGD:
-    return SGD(_in_dtype(problem, positive_finite("lr", lr)))
 
 
 def gd(
@@ -80,7 +70,7 @@ def gd(
     """
     problem = as_problem(problem)
     return run(
-        _lr(problem, lr),
+        SGD(lr),
         problem,
         steps,
         FullBatch(),
@@ -126,7 +116,7 @@ def sgd(
     `n` examples (batch size larger than `n`, or not dividing it).
     """
     problem = as_problem(problem)
-    method = _lr(problem, lr)
+    method = SGD(lr)  # checks `lr`; the step casts it to each leaf's dtype
     epochs = positive_int("epochs", epochs, allow_zero=True)
     batching = resolve_batching(batching)
     batching.check(problem.n)
@@ -170,9 +160,8 @@ def descent(
     - `method`: a label for the trajectory (default `"descent"`).
     """
     problem = as_problem(problem)
-    clock = None if lr is None else _in_dtype(problem, positive_finite("lr", lr))
     return run(
-        Optax(optimizer, clock),
+        Optax(optimizer, lr),
         problem,
         steps,
         batching,

@@ -163,3 +163,11 @@ def test_no_cache_recomputes_but_keeps_the_cache(tmp_path):
     assert main([*argv, "--no-cache"]) == 0
     assert sorted((tmp_path / name / "cache").rglob("*.npz")) == entries
     assert "tasks" not in _numbers(tmp_path, name)
+
+
+def test_workers_and_scheduler_are_checked(tmp_path, capsys):
+    argv = ["reproduce", "minibatch-flow", "--quick", "--out", str(tmp_path)]
+    assert main([*argv, "--workers", "0"]) == 2
+    assert "--workers must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # one or the other, not both
+        main([*argv, "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"])

@@ -387,3 +387,29 @@ def test_trajectory_slices_keep_their_kind_and_evaluate_checks_times():
         flow.evaluate(["a"])
     with pytest.raises(ValueError, match="`ts`"):
         flow.evaluate([float("nan")])
+
+
+def test_new_arguments_refuse_bad_values_by_name():
+    _, problem = _quadratic()
+    with pytest.raises(TypeError, match="`progress`"):
+        gf.gd(problem, 0.1, 5, progress="yes")
+    with pytest.raises(TypeError, match="`structure`"):
+        gf.Problem(gf.LeastSquares.loss, problem.data, problem.params0, structure="ls")
+    with pytest.raises(TypeError, match="`scheme`"):
+        gf.Splitting("strang", gf.Euler(), 0.1)
+    with pytest.raises(TypeError, match="`local`"):
+        gf.Splitting(gf.Strang(), "euler", 0.1)
+    with pytest.raises(TypeError, match="`optimizer`"):
+        gf.Optax("adam")
+
+
+def test_float32_state_keeps_its_dtype_through_every_wrapper():
+    H = jnp.diag(jnp.array([1.0, 3.0], jnp.float32))
+    problem = gf.problems.quadratic(H, params0=jnp.ones(2, jnp.float32))
+    for traj in (
+        gf.gd(problem, 0.1, 4),
+        gf.descent(problem, optax.sgd(0.1), 4, lr=0.1),
+        gf.split(problem, 0.1, 4, gf.FullBatch(), local=gf.Euler()),
+    ):
+        assert traj.params.dtype == jnp.float32 and traj.ts.dtype == jnp.float32
+        np.testing.assert_allclose(np.asarray(traj.final), [0.9**4, 0.7**4], rtol=1e-6)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from .._batching import AbstractBatching, check_table
 from .._run._outcome import RESULTS
+from .._tree import all_finite, tree_where
 
 __all__ = ["AbstractMethod", "all_finite", "batch_for", "gradient_result", "tree_where"]
 
@@ -63,17 +64,6 @@ class AbstractMethod(eqx.Module):
     @abc.abstractmethod
     def describe(self) -> str:
         """A short label, e.g. `"SGD"` or `"Splitting(Strang, Exact)"`."""
-
-
-def tree_where(pred, a, b):
-    """`a` where `pred` else `b`, leaf by leaf."""
-    return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
-
-
-def all_finite(tree) -> jax.Array:
-    """Whether every leaf of `tree` is finite everywhere (a scalar bool)."""
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
 def gradient_result(value, grads):

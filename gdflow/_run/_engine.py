@@ -32,6 +32,7 @@ from .._batching import AbstractBatching, resolve_batching
 from .._problem import as_problem, float_dtype
 from .._stats import RunStats
 from .._trajectory import Trajectory
+from .._tree import all_finite, tree_where
 from .._validate import one_of, positive_int
 from ._compile import compile_timed
 from ._outcome import RESULTS, RunInterrupted, report
@@ -47,15 +48,6 @@ _MAX_BLOCK = 2**30
 # call is cut into non-saving pieces, so even `save_every=steps` answers promptly).
 _CHUNK_SECONDS = 0.25
 _FIRST_PIECE = 16
-
-
-def _all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
-
-
-def _tree_where(pred, a, b):
-    return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
 
 
 @eqx.filter_jit
@@ -91,10 +83,10 @@ def _chunk(fixed, carry, bufs):
     def step(c):
         s, e, j, params, state, result, counts = c
         new_params, new_state, res, n = method.step(problem, batching, (e, j), params, state)
-        res = RESULTS.where((res == ok_) & ~_all_finite(new_params), RESULTS.nonfinite_params, res)
+        res = RESULTS.where((res == ok_) & ~all_finite(new_params), RESULTS.nonfinite_params, res)
         ok = res == ok_
-        params = _tree_where(ok, new_params, params)
-        state = _tree_where(ok, new_state, state)
+        params = tree_where(ok, new_params, params)
+        state = tree_where(ok, new_state, state)
         counts = jax.tree_util.tree_map(lambda a, b: a + jnp.where(ok, b, 0), counts, n)
         j1 = j + 1
         wrap = j1 >= steps_per_epoch

@@ -6,8 +6,9 @@ import jax
 import jax.numpy as jnp
 
 from .._batching import AbstractBatching
-from .._methods._base import AbstractMethod, all_finite, epoch_table, tree_where
+from .._methods._base import AbstractMethod, epoch_table
 from .._run._outcome import RESULTS
+from .._tree import all_finite, tree_where
 from .._validate import is_traced as _traced, positive_finite
 from ._base import AbstractLocalSolver
 from ._schemes import AbstractScheme

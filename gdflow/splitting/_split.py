@@ -2,10 +2,8 @@ r"""The splitting optimiser: Lie–Trotter and Strang splitting of gradient flow
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
 from .._batching import AbstractBatching, resolve_batching
-from .._problem import Problem, as_problem, float_dtype
+from .._problem import Problem, as_problem
 from .._run import AbstractProgressMeter, run
 from .._trajectory import Trajectory
 from .._validate import positive_finite, positive_int
@@ -182,8 +180,7 @@ def split(
     local.check(problem)
     batching = resolve_batching(batching)
     batching.check(problem.n)
-    # The dwell time in the state's dtype: a float64 lr must not promote a float32 state.
-    method = Splitting(scheme, local, jnp.asarray(lr, dtype=float_dtype(problem.params0)))
+    method = Splitting(scheme, local, lr)  # the step casts lr to the state's dtype
     return run(
         method,
         problem,
