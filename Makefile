@@ -1,5 +1,5 @@
 # Two commands on a fresh machine with python3 and make:
-#   make reproduce   # gdflow reproduce all (default size) -> results/report.md
+#   make reproduce   # gdflow reproduce all --workers 2 (default size) -> results/report.md
 #   make test        # the test suite
 # Each creates the virtual environment .venv on first use.
 
@@ -8,6 +8,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= results
+WORKERS ?= 2
 
 .PHONY: install test reproduce quick lint format benchmarks clean
 
@@ -23,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 reproduce: $(STAMP)
-	$(BIN)/gdflow reproduce all --out $(OUT)
+	$(BIN)/gdflow reproduce all --workers $(WORKERS) --out $(OUT)
 
 quick: $(STAMP)
 	$(BIN)/gdflow reproduce all --quick --out $(OUT)

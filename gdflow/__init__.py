@@ -70,7 +70,7 @@ from ._sharpness import (
     sharpness_along as sharpness_along,
     sharpness_gd as sharpness_gd,
 )
-from ._solvers import RKC2 as RKC2, ROS2CG as ROS2CG
+from ._solvers import EXPRB32 as EXPRB32, RKC2 as RKC2, ROS2CG as ROS2CG
 from ._spectrum import (
     HessianEigs as HessianEigs,
     SpectrumPath as SpectrumPath,

@@ -16,7 +16,7 @@ import numpy as np
 
 from ._problem import Problem, float_dtype
 from ._run import run_compiled
-from ._solvers import RKC2, ROS2CG
+from ._solvers import EXPRB32, RKC2, ROS2CG
 from ._stats import FlowStats
 from ._trajectory import Trajectory
 from ._validate import (
@@ -40,6 +40,7 @@ _SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
     "kvaerno3": diffrax.Kvaerno3,
     "rkc": RKC2,
     "ros2": ROS2CG,
+    "exprb": EXPRB32,
 }
 
 
@@ -415,7 +416,9 @@ def gradient_flow(
       ([`gdflow.RKC2`][], Runge–Kutta–Chebyshev: explicit with a real stability
       interval growing like the square of its stage count, for stiff gradient flows),
       `"ros2"` ([`gdflow.ROS2CG`][], a matrix-free L-stable Rosenbrock-W method whose
-      linear solves are conjugate gradients on Hessian-vector products).
+      linear solves are conjugate gradients on Hessian-vector products), `"exprb"`
+      ([`gdflow.EXPRB32`][], a matrix-free third-order exponential Rosenbrock method
+      whose φ-function products are Lanczos on Hessian-vector products).
     - `rtol`, `atol`: tolerances of the step-size controller. An `rtol` below the
       machine epsilon of the state's dtype cannot be met (rounding alone exceeds it) and
       is raised to that epsilon with a `RuntimeWarning` (float32: 1.19e-7).

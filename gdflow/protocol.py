@@ -6,27 +6,31 @@ $|\theta - \theta^\star|/|\theta^\star| \le 10^{-3}$, or a test error). This mod
 measures both, for any method that runs epoch by epoch over a fixed partition:
 
 * **Steps to target.** A run proceeds in segments of whole epochs (1, 2, 4, … epochs,
-  capped at `seg_epochs`: a target met early costs little, a late one few calls),
-  saving the iterate at every epoch end; the first epoch whose end meets the target is
-  then replayed from its start batch by batch, saving every $s = \max(1, \lfloor m/100
+  capped at `seg_epochs`: a target met early costs little, a late one few calls; see
+  [`measure`][gdflow.protocol.measure] for how the segments near the target are cut
+  short); the first segment whose end meets the target is re-run from its start saving
+  the iterate at every epoch end, the first epoch whose end meets the target is then
+  replayed from its start batch by batch, saving every $s = \max(1, \lfloor m/100
   \rfloor)$ batch steps, and the first saved step that meets it is the count. The unit
   is the **batch step** (one SGD step, one local solve), the unit of the authors' code
   (split-sgd: one "iteration" is one batch); epochs are batch steps / $m$.
 * **Seconds to target.** The target test (the error of every saved iterate) is not
   optimiser work. [`measure`][gdflow.protocol.measure] therefore runs the method in timed segments that save
   only their end points (the target is tested there, outside the timed calls), and
-  locates the target inside the segment that first meets it by the untimed replay
-  above; then
+  locates the target inside the segment that first meets it by the untimed re-run and
+  replay above; then
   $$\text{seconds to target} = \text{seconds of the timed segments}\times
     \frac{\text{steps to target}}{\text{steps run in them}},$$
   from `Trajectory.stats["seconds"]` (compilation excluded; each call's two full-loss
   evaluations, at its start and end, remain inside). When the timed segments add up to
   less than `short_call` seconds, the run to the target is timed again `best_of` times
   and the fastest kept. The splitting optimiser's one-off per-batch factorisation
-  (`stats["setup_seconds"]`) is reported apart.
+  (`stats["setup_seconds"]`, paid again by every call) is reported apart.
 
-Cost: the timed segments (the run to the target, rounded up to a segment end) plus one
-located segment and one replayed epoch.
+Cost: the timed segments (the run to the target, rounded up to a segment end), the
+re-run of the segment that meets it up to its hitting epoch, and one replayed epoch.
+Measured on the splitting experiment's tomography (N = 20, `benchmarks/protocol_cost.py`):
+1.1–2.2× the wall time of one plain optimiser call over the same epochs, warm.
 
 The methods are `"sgd"` ([`gdflow.sgd`][]) and `"split"` ([`gdflow.split`][] with a
 given local solver), both over [`gdflow.RoundRobin`][]`(batch_size)`.
@@ -315,6 +319,52 @@ def steps_to_target(
     return rec
 
 
+FINE_EPOCHS = 16  # longest piece of the located re-run, shortest predicted segment
+MAX_PREDICTED = 6  # segments shortened by the prediction, at most, per measurement
+
+
+def _predict(points, target: float) -> float | None:
+    """Epochs from the last segment end to the target, extrapolating the log of the
+    measure linearly at the slower of its rates over the last two segments (points
+    `(epoch, value)` at the segment ends); `None` with fewer than three points or when the
+    measure is not decreasing there (or not positive and finite)."""
+    if len(points) < 3 or not target > 0:
+        return None
+    (e0, v0), (e1, v1), (e2, v2) = points[-3:]
+    if not (e2 > e1 > e0 and math.isfinite(v0) and v0 > v1 > v2 > 0):
+        return None
+    rate = min(
+        (math.log(v0) - math.log(v1)) / (e1 - e0), (math.log(v1) - math.log(v2)) / (e2 - e1)
+    )
+    return (math.log(v2) - math.log(target)) / rate
+
+
+def _locate(method, start, lr, E, batch_size, local, error, target):
+    """The first epoch end `e` in `1..E` after `start` that meets the target.
+
+    Re-runs from `start` (untimed) in pieces of `P = min(E, FINE_EPOCHS)` epochs saved
+    at every epoch end (the call shapes, hence the compilations, are those of the pieces
+    1, 2, 4, 8 and 16 epochs long whatever the segments' lengths, plus `seg_epochs` or a
+    remainder of `max_epochs` when shorter), and stops at the first piece that meets
+    the target (the last piece may run past `E`, by less than `P` epochs). Returns `(e, the state at epoch e - 1, epochs run)`; `e` is `None` when no
+    epoch end up to `E` meets it (a measure that is not reproduced by the re-run).
+    """
+    P = min(FINE_EPOCHS, E)
+    done, cur, ran = 0, start, 0
+    while done < E:
+        tr = _run(method, cur, lr, P, batch_size, local, 1)
+        ran += P
+        vals = error(tr.params)  # saved point i is epoch done + i
+        i = first_hit(np.arange(1, len(vals)), vals[1:], target)
+        if i is not None and done + i <= E:
+            return done + i, _row(tr.params, i - 1), ran
+        if i is not None or len(vals) < P + 1 or _diverged(tr, vals):
+            break
+        done += P
+        cur = cur.with_params0(_row(tr.params, -1))
+    return None, None, ran
+
+
 def measure(
     method: str,
     problem: gf.Problem,
@@ -333,17 +383,33 @@ def measure(
 ) -> TargetRecord:
     r"""Steps and seconds to the target for one method, step size and start.
 
-    The run proceeds in timed segments of 1, 2, 4, … epochs (capped at `seg_epochs`)
-    that save only their end points, so the timed calls do no target tests; the target
-    is checked at each segment's end. The segment in which it is first met is then
-    located by [`steps_to_target`][gdflow.protocol.steps_to_target] (untimed: epoch ends, then one epoch batch by
-    batch). The seconds to target are the timed segments' seconds scaled to the steps
-    needed. Cost: the timed segments (the steps to target, rounded up to a segment end)
-    plus the located segment, about $1 + 2\,\mathrm{seg\_epochs}/E$ times the $E$
-    epochs to the target (at most 3× while $E <$ `seg_epochs`).
+    The run proceeds in timed segments that save only their end points, so the timed
+    calls do no target tests; the target is checked at each segment's end. Segments
+    at least double, 1, 2, 4, … epochs, capped at `seg_epochs` (longer when a call's cost
+    beyond its timed seconds, the splitting optimiser's factorisation of every batch, is
+    more than a quarter of the next segment: it is then four times that cost); once the
+    measure has decreased over two segments, the next segment is also cut to end short of
+    the epoch where its log, extrapolated linearly at the slower of the two rates, meets
+    the target (90% of the way there, at
+    least `FINE_EPOCHS` = 16 epochs or `seg_epochs` if shorter), so the segment that
+    meets the target is short. That segment is then re-run untimed from its start,
+    saving every epoch end (in pieces of at most 16 epochs, stopping at the first piece
+    that meets the target), and the epoch that first meets it is replayed batch by
+    batch (`stepwise`). The seconds to target are the timed segments' seconds scaled to
+    the steps needed.
 
-    A measure that dips below the target inside a segment and is above it again at the
-    segment's end is missed: give non-monotone measures (test errors) `seg_epochs=1`.
+    Cost: the timed segments (the epochs to the target $E$, rounded up to a segment
+    end), the re-run of the segment that meets it up to its hitting epoch (rounded up
+    to 16 epochs) and one replayed epoch; about $E$ plus a few dozen epochs when the
+    prediction holds, at most $E + 2\,\mathrm{seg\_epochs} + 1$ otherwise;
+    `benchmarks/protocol_cost.py` measures it against the optimiser run to the target.
+
+    The count is the first epoch end meeting the target provided the measure, once
+    below the target at an epoch end, does not return above it before a later segment
+    end (true of the relative error of a converging run). A measure that dips below
+    the target inside a segment and is above it again at the segment's end is missed:
+    give non-monotone measures (test errors) `seg_epochs=1`, every epoch end then
+    being a segment end.
 
     Arguments as in [`steps_to_target`][gdflow.protocol.steps_to_target], and:
 
@@ -366,6 +432,7 @@ def measure(
     ...               error=relative_error(np.arange(1.0, 5.0)), best_of=1)
     >>> rec.steps, rec.epochs
     (28, 7.0)
+
     ```
     """
     _check_method(method)
@@ -373,17 +440,32 @@ def measure(
         raise ValueError(
             f"`batch_size`={batch_size} must divide the number of examples n={problem.n}."
         )
+    for name, v in (("max_epochs", max_epochs), ("seg_epochs", seg_epochs)):
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+            raise ValueError(f"`{name}` must be a positive integer; got {v!r}.")
     del time_epochs
     wall = time.perf_counter()
     local = gf.Exact() if local is None else local
     m = problem.n // batch_size
     rec = TargetRecord()
     done, seg, secs, setup = 0, 1, 0.0, 0.0
+    fine = min(FINE_EPOCHS, seg_epochs)
+    predicted = 0
+    points: list[tuple[int, float]] = []  # (epoch, value) at the segment ends
     cur = problem
+    over = 0.0  # a call's cost beyond its timed seconds, in epochs (setup, dispatch)
     try:
         while done < max_epochs:
             E = min(seg, seg_epochs, max_epochs - done)
+            d = _predict(points, target)
+            if d is not None and predicted < MAX_PREDICTED and 0.9 * d < E - max(fine, over):
+                E = max(fine, math.ceil(0.9 * d))  # end short of the predicted hit
+                predicted += 1
+            t_call = time.perf_counter()
             tr = _run(method, cur, lr, E, batch_size, local, E)
+            t_call = time.perf_counter() - t_call
+            if tr.stats["seconds"] > 0:
+                over = (t_call - tr.stats["seconds"]) * E / tr.stats["seconds"]
             secs += tr.stats["seconds"]
             setup += float(tr.stats.get("setup_seconds", 0.0))
             rec.epochs_run += E
@@ -391,33 +473,36 @@ def measure(
             vals = error(tr.params)  # start and end of the segment
             finite = np.isfinite(vals)
             rec.last_value = float(vals[finite][-1]) if finite.any() else rec.last_value
-            if done == 0 and vals[0] <= target:
-                rec.steps, rec.epochs, rec.seconds, rec.setup_seconds = 0, 0.0, 0.0, 0.0
-                rec.seconds_per_epoch = secs / E
-                rec.wall_seconds = time.perf_counter() - wall
-                return rec
+            if done == 0:
+                if vals[0] <= target:
+                    rec.steps, rec.epochs, rec.seconds, rec.setup_seconds = 0, 0.0, 0.0, 0.0
+                    rec.seconds_per_epoch = secs / E
+                    rec.wall_seconds = time.perf_counter() - wall
+                    return rec
+                points.append((0, float(vals[0])))
             if vals[-1] <= target:
-                sub = steps_to_target(
-                    method,
-                    cur,
-                    lr,
-                    batch_size=batch_size,
-                    error=error,
-                    target=target,
-                    local=local,
-                    max_epochs=E,
-                    seg_epochs=E,
-                    stepwise=stepwise,
-                )
-                rec.epochs_run += sub.epochs_run
-                # the located run is the timed one replayed: it meets the target by E
-                rec.steps = done * m + (E * m if sub.steps is None else sub.steps)
+                e, state, ran = _locate(method, cur, lr, E, batch_size, local, error, target)
+                rec.epochs_run += ran
+                if e is None:  # not reproduced by the re-run: count the segment's end
+                    rec.steps = (done + E) * m
+                elif not stepwise:
+                    rec.steps = (done + e) * m
+                else:
+                    rks, rvals, _ = _replay_epoch(
+                        method, problem.with_params0(state), lr, batch_size, local, error
+                    )
+                    rec.epochs_run += 1
+                    j = first_hit(rks, rvals, target)
+                    rec.steps = (done + e - 1) * m + (m if j is None else j)
                 break
             if _diverged(tr, vals):
                 rec.diverged = True
                 break
             done += E
-            seg *= 2
+            # double, and make the next call long enough that its overhead is at most a
+            # quarter of it (the splitting optimiser factorises every batch in each call)
+            seg = max(2 * E, math.ceil(4 * over))
+            points.append((done, float(vals[-1])))
             cur = problem.with_params0(_row(tr.params, -1))
     except RuntimeError as e:  # an ODE solve that gives up: record, keep the sweep going
         rec.failed = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"

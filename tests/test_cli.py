@@ -8,6 +8,7 @@ import pytest
 
 from gdflow.cli import main
 from gdflow.experiments import registry
+from gdflow.experiments.edge_of_stability import find_anchor
 
 
 def test_list(capsys):
@@ -39,6 +40,26 @@ QUICK_VERDICTS = {
         "digits.linear.estimate_bounds_gap": "holds",
         "digits.relu.slight_change": "no published value",
         "deep_linear.global_min": "holds",
+    },
+    "edge-of-stability": {
+        "tanh_mse.tracks_below_edge": "holds",
+        "relu_cross_entropy.tracks_below_edge": "holds",
+        "relu_cross_entropy.f2.5.hovers": "holds",
+        "relu_cross_entropy.f2.5.leaves_gf": "holds",
+        "relu_cross_entropy.f2.5.non_monotone": "holds",
+        "cf.holds_edge": "holds",
+        "cf.cost": "holds",
+        "cf.loss_decreases": "holds",
+        **(
+            {
+                "cf.same_gd": "holds",
+                "cf.prediction_mean": "holds",
+                "cf.prediction_max": "holds",
+                "cf.gd_gf_max": "holds",
+            }
+            if find_anchor() is not None
+            else {"cf.prediction_mean": "no published value"}
+        ),
     },
     "splitting": {
         "random_lls.split_plateau_steps": "differs",

@@ -138,3 +138,68 @@ def test_bad_arguments():
         protocol.time_to_target(1.0, 0, 1)
     with pytest.raises(ValueError, match="batch_size"):
         protocol.OneBatchPerEpoch(0, 4)
+
+
+def _consistent_system(seed=0, n=24, p=6):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, p))
+    theta_star = rng.standard_normal(p)
+    problem = gf.problems.least_squares(X, X @ theta_star, params0=jnp.zeros(p))
+    return problem, X, theta_star
+
+
+def brute_force_errors(method, X, theta_star, lr, b, epochs):
+    """Relative error after every batch step, from an independent NumPy implementation:
+    SGD steps, or exact local flows θ(lr) = θ - Xᵀ G⁻¹ (I - e^{-G lr}) r / b with
+    G = X_j X_jᵀ / b and r = X_j θ - y_j (the residual obeys ṙ = -G r)."""
+    y = X @ theta_star
+    theta = np.zeros(X.shape[1])
+    out = [1.0]
+    for _ in range(epochs):
+        for j in range(len(y) // b):
+            Xj, yj = X[j * b : (j + 1) * b], y[j * b : (j + 1) * b]
+            r = Xj @ theta - yj
+            if method == "sgd":
+                theta = theta - lr * Xj.T @ r / b
+            else:
+                w, V = np.linalg.eigh(Xj @ Xj.T / b)
+                theta = theta - Xj.T @ (V @ ((1 - np.exp(-w * lr)) / w * (V.T @ r))) / b
+            out.append(np.linalg.norm(theta - theta_star) / np.linalg.norm(theta_star))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("seg_epochs", [8, 64])
+@pytest.mark.parametrize("method, lr", [("sgd", 0.05), ("split", 0.05)])
+def test_steps_to_target_equal_brute_force_first_hit(method, lr, seg_epochs):
+    # the predicted segment ends, the piecewise re-run and the replay must land on the
+    # first batch step whose error meets the target, here at ~70-90 epochs
+    problem, X, theta_star = _consistent_system()
+    b, m, target = 3, 8, 1e-4
+    errs = brute_force_errors(method, X, theta_star, lr, b, 200)
+    k_star = int(np.nonzero(errs <= target)[0][0])
+    assert 40 * m < k_star < 200 * m  # past the doubling segments
+    rec = protocol.measure(
+        method,
+        problem,
+        lr,
+        batch_size=b,
+        error=protocol.relative_error(theta_star),
+        target=target,
+        local=gf.Exact(),
+        max_epochs=200,
+        seg_epochs=seg_epochs,
+        best_of=1,
+    )
+    assert rec.steps == k_star
+    # cost: timed segments cover the epochs to the target, the re-run at most a segment
+    need = math.ceil(k_star / m)
+    assert need <= rec.timed_epochs < need + seg_epochs
+    assert rec.epochs_run <= rec.timed_epochs + seg_epochs + protocol.FINE_EPOCHS + 1
+
+
+def test_predict_extrapolates_the_slower_rate():
+    # log10 values 0, -1 (rate 1 per epoch), -1.5 (rate 0.5): 1.5 decades at 0.5 -> 3 epochs
+    pts = [(0, 1.0), (1, 0.1), (2, 10**-1.5)]
+    assert protocol._predict(pts, 1e-3) == pytest.approx(3.0)
+    assert protocol._predict(pts[:2], 1e-3) is None  # two points: no prediction
+    assert protocol._predict([(0, 1.0), (1, 2.0), (2, 0.5)], 1e-3) is None  # not decreasing

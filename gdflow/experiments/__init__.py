@@ -14,6 +14,7 @@ from ._base import (
     Claim as Claim,
     Close as Close,
     Experiment as Experiment,
+    Greater as Greater,
     claims_table as claims_table,
     run_tasks as run_tasks,
 )
@@ -24,7 +25,14 @@ from ._runner import (
 )
 
 # Order of the report. A module not written yet is skipped, so areas land independently.
-_MODULES = ("modified_loss", "minibatch_flow", "gf_vs_gd", "splitting", "sgd_sde")
+_MODULES = (
+    "modified_loss",
+    "minibatch_flow",
+    "gf_vs_gd",
+    "splitting",
+    "sgd_sde",
+    "edge_of_stability",
+)
 
 
 def registry() -> dict[str, Experiment]:

@@ -87,6 +87,17 @@ class AtLeast:
 
 
 @dataclasses.dataclass(frozen=True)
+class Greater:
+    """Holds when $m > p$ (strictly: "the loss rises", "GD leaves GF")."""
+
+    def holds(self, published, measured) -> bool:
+        return measured > published
+
+    def describe(self) -> str:
+        return "gdflow > text"
+
+
+@dataclasses.dataclass(frozen=True)
 class Claim:
     """One statement of a text, checked against one measured number.
 
@@ -94,7 +105,7 @@ class Claim:
     - `text`: the statement, in words (what the text says, or what the theory predicts).
     - `published`: the number the statement gives (`None`: the text gives none).
     - `measured`: what this run measured (`None`: the run did not reach it).
-    - `rule`: a [`Close`][gdflow.experiments._base.Close], [`AtMost`][gdflow.experiments._base.AtMost] or [`AtLeast`][gdflow.experiments._base.AtLeast] comparing the two.
+    - `rule`: a [`Close`][gdflow.experiments._base.Close], [`AtMost`][gdflow.experiments._base.AtMost], [`AtLeast`][gdflow.experiments._base.AtLeast] or [`Greater`][gdflow.experiments._base.Greater] comparing the two.
 
     The verdict is computed: `"no published value"` when `published` is `None`,
     `"differs"` when nothing finite was measured or the rule fails, else `"holds"`.
@@ -104,7 +115,7 @@ class Claim:
     text: str
     published: float | None
     measured: float | None
-    rule: Close | AtMost | AtLeast
+    rule: Close | AtMost | AtLeast | Greater
     unit: str = ""
 
     @property
