@@ -12,6 +12,7 @@ shares the clock $t = k\cdot\mathrm{lr}$ with $k$ counting batch steps.
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -19,9 +20,16 @@ import jax.numpy as jnp
 
 from .._batching import AbstractBatching, check_table
 from .._run._outcome import RESULTS
-from .._tree import all_finite, tree_where
+from .._tree import all_finite, finite_code, tree_where
 
-__all__ = ["AbstractMethod", "all_finite", "batch_for", "gradient_result", "tree_where"]
+__all__ = [
+    "AbstractMethod",
+    "all_finite",
+    "batch_for",
+    "gradient_result",
+    "step_result",
+    "tree_where",
+]
 
 
 class AbstractMethod(eqx.Module):
@@ -45,9 +53,15 @@ class AbstractMethod(eqx.Module):
     - `describe() -> str`: a short label for reports.
 
     and has a field `lr` (the clock time of one batch step, or `None`: then $t = k$).
+
+    The engine checks the new parameters of every step for non-finite values itself; a
+    method whose `result` already says `nonfinite_params` for them (as
+    `step_result` does) sets the class attribute
+    `checks_params = True`, and the engine skips its own check.
     """
 
     lr: eqx.AbstractVar[jax.Array | None]
+    checks_params: ClassVar[bool] = False
 
     @abc.abstractmethod
     def init(self, problem, batching: AbstractBatching, params):
@@ -72,6 +86,27 @@ def gradient_result(value, grads):
     return RESULTS.where(
         jnp.isfinite(value),
         RESULTS.where(all_finite(grads), RESULTS.successful, RESULTS.nonfinite_gradient),
+        RESULTS.nonfinite_loss,
+    )
+
+
+def step_result(value, grads, new_params):
+    """The outcome of a step computed from a gradient: a non-finite loss, else a
+    non-finite gradient, else non-finite new parameters, else success.
+
+    `gradient_result` followed by the engine's check of the new parameters, with one
+    pass over each (gradient, new parameter) pair of leaves instead of two (`grads` and
+    `new_params` must have the same structure). A method using it sets
+    `checks_params = True`.
+    """
+    code = finite_code(grads, new_params)
+    return RESULTS.where(
+        jnp.isfinite(value),
+        RESULTS.where(
+            code == 0,
+            RESULTS.successful,
+            RESULTS.where(code == 1, RESULTS.nonfinite_params, RESULTS.nonfinite_gradient),
+        ),
         RESULTS.nonfinite_loss,
     )
 

@@ -11,7 +11,7 @@ import optax
 
 from .._batching import AbstractBatching
 from .._validate import is_traced, positive_finite
-from ._base import AbstractMethod, batch_for, epoch_table, gradient_result
+from ._base import AbstractMethod, batch_for, epoch_table, step_result
 
 __all__ = ["Optax"]
 
@@ -33,6 +33,7 @@ class Optax(AbstractMethod):
 
     order: ClassVar[None] = None
     evals_per_step: ClassVar[int] = 1
+    checks_params: ClassVar[bool] = True
     optimizer: optax.GradientTransformation = eqx.field(static=True)
     lr: jax.Array | None
 
@@ -57,7 +58,7 @@ class Optax(AbstractMethod):
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         new = optax.apply_updates(params, updates)
         counts = {"grad_evals": jnp.ones((), jnp.int32)}
-        return new, (opt_state, table), gradient_result(value, grads), counts
+        return new, (opt_state, table), step_result(value, grads, new), counts
 
     def batch_steps(self, n: int, batching: AbstractBatching) -> int:
         del n, batching

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from .._batching import AbstractBatching
 from .._validate import is_traced, positive_finite
-from ._base import AbstractMethod, batch_for, epoch_table, gradient_result
+from ._base import AbstractMethod, batch_for, epoch_table, step_result
 
 __all__ = ["SGD"]
 
@@ -32,6 +32,7 @@ class SGD(AbstractMethod):
 
     order: ClassVar[int] = 1
     evals_per_step: ClassVar[int] = 1
+    checks_params: ClassVar[bool] = True
     lr: jax.Array
 
     def __init__(self, lr):
@@ -48,7 +49,7 @@ class SGD(AbstractMethod):
             lambda p, g: p + (-self.lr.astype(p.dtype)) * g, params, grads
         )
         counts = {"grad_evals": jnp.ones((), jnp.int32)}
-        return new, table, gradient_result(value, grads), counts
+        return new, table, step_result(value, grads, new), counts
 
     def batch_steps(self, n: int, batching: AbstractBatching) -> int:
         del n, batching

@@ -83,7 +83,10 @@ def _chunk(fixed, carry, bufs):
     def step(c):
         s, e, j, params, state, result, counts = c
         new_params, new_state, res, n = method.step(problem, batching, (e, j), params, state)
-        res = RESULTS.where((res == ok_) & ~all_finite(new_params), RESULTS.nonfinite_params, res)
+        if not method.checks_params:  # else the method's result covers new_params
+            res = RESULTS.where(
+                (res == ok_) & ~all_finite(new_params), RESULTS.nonfinite_params, res
+            )
         ok = res == ok_
         params = tree_where(ok, new_params, params)
         state = tree_where(ok, new_state, state)
