@@ -34,7 +34,8 @@ from diffrax import (
     ODETerm,
     ThirdOrderHermitePolynomialInterpolation,
 )
-from jax.flatten_util import ravel_pytree
+
+from ._linearise import linearise
 
 __all__ = ["EXPRB32", "EXPRB32State", "phi"]
 
@@ -229,20 +230,9 @@ class EXPRB32(AbstractAdaptiveSolver):
         return EXPRB32State(f0, jnp.asarray(1, jnp.int32), zero)
 
     def step(self, terms, t0, t1, y0, args, solver_state: EXPRB32State, made_jump):
-        x0, unravel = ravel_pytree(y0)
-        dtype = x0.dtype
-        h = jnp.asarray(t1 - t0, dtype)
-        f0 = solver_state.f0
-        evals = solver_state.evals
-        if made_jump is not False:
-            f0 = jax.lax.cond(made_jump, lambda: terms.vf(t0, y0, args), lambda: solver_state.f0)
-            evals = evals + jnp.where(made_jump, 1, 0).astype(jnp.int32)
-        F0 = ravel_pytree(f0)[0]
-
-        def F(x):
-            return ravel_pytree(terms.vf(t0, unravel(x), args))[0]
-
-        _, jvp_lin = jax.linearize(F, x0)
+        x0, unravel, dtype, h, f0, F0, F, jvp_lin, evals = linearise(
+            terms, t0, t1, y0, args, solver_state, made_jump
+        )
 
         def Hv(v):  # -J v: the Hessian for gradient flow
             return -jvp_lin(v)

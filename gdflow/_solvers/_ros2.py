@@ -26,6 +26,7 @@ from diffrax import (
 from jax.flatten_util import ravel_pytree
 
 from .._central import _track
+from ._linearise import linearise
 
 __all__ = ["ROS2CG", "ROS2CGState"]
 
@@ -183,22 +184,10 @@ class ROS2CG(AbstractAdaptiveSolver):
         return ROS2CGState(f0, zero, U, jnp.asarray(1, jnp.int32), jnp.asarray(0, jnp.int32))
 
     def step(self, terms, t0, t1, y0, args, solver_state: ROS2CGState, made_jump):
-        h = t1 - t0
-        x0, unravel = ravel_pytree(y0)
-        dtype = x0.dtype
-        h = jnp.asarray(h, dtype)
-        f0 = solver_state.f0
-        evals = solver_state.evals
-        if made_jump is not False:
-            f0 = jax.lax.cond(made_jump, lambda: terms.vf(t0, y0, args), lambda: solver_state.f0)
-            evals = evals + jnp.where(made_jump, 1, 0).astype(jnp.int32)
-        F0 = ravel_pytree(f0)[0]
-
-        def F(x):
-            return ravel_pytree(terms.vf(t0, unravel(x), args))[0]
-
         # J v by forward-over-reverse through the field, linearised once per step.
-        _, jvp_lin = jax.linearize(F, x0)
+        x0, unravel, dtype, h, f0, F0, F, jvp_lin, evals = linearise(
+            terms, t0, t1, y0, args, solver_state, made_jump
+        )
         g = _GAMMA * h
 
         def W(v):
