@@ -26,7 +26,6 @@ __all__ = [
     "AbstractMethod",
     "all_finite",
     "batch_for",
-    "gradient_result",
     "step_result",
     "tree_where",
 ]
@@ -80,22 +79,12 @@ class AbstractMethod(eqx.Module):
         """A short label, e.g. `"SGD"` or `"Splitting(Strang, Exact)"`."""
 
 
-def gradient_result(value, grads):
-    """The outcome of a gradient evaluation: a non-finite loss, else a non-finite
-    gradient, else success."""
-    return RESULTS.where(
-        jnp.isfinite(value),
-        RESULTS.where(all_finite(grads), RESULTS.successful, RESULTS.nonfinite_gradient),
-        RESULTS.nonfinite_loss,
-    )
-
-
 def step_result(value, grads, new_params):
     """The outcome of a step computed from a gradient: a non-finite loss, else a
     non-finite gradient, else non-finite new parameters, else success.
 
-    `gradient_result` followed by the engine's check of the new parameters, with one
-    pass over each (gradient, new parameter) pair of leaves instead of two (`grads` and
+    The gradient check and the engine's check of the new parameters in one pass over
+    each (gradient, new parameter) pair of leaves instead of two (`grads` and
     `new_params` must have the same structure). A method using it sets
     `checks_params = True`.
     """

@@ -135,9 +135,10 @@ def _classification_data(config: Config):
 
 
 def _problem(config: Config, activation: str, loss: str):
-    X, y, _ = _classification_data(config)
+    """The network's problem and a description of its data."""
+    X, y, what = _classification_data(config)
     Y = np.eye(10)[y] if loss == "mse" else y
-    return gf.problems.mlp(
+    problem = gf.problems.mlp(
         X,
         Y,
         widths=config.widths,
@@ -146,6 +147,7 @@ def _problem(config: Config, activation: str, loss: str):
         loss=loss,
         init_scale=config.init_scale,
     )
+    return problem, what
 
 
 def _first(mask):
@@ -168,7 +170,7 @@ def eos_task(config: Config, activation: str, loss: str) -> dict:
     with its sharpness at every point; its parameters, loss and sharpness at GD's times
     are linear interpolations on that grid.
     """
-    problem = _problem(config, activation, loss)
+    problem, data = _problem(config, activation, loss)
     T = config.horizon
     ts_ref = np.linspace(0.0, T, config.gf_points)
     gfl = gf.gradient_flow(problem, T, ts=ts_ref, rtol=1e-6, atol=1e-9)
@@ -233,6 +235,7 @@ def eos_task(config: Config, activation: str, loss: str) -> dict:
             }
         )
     return {
+        "data": data,
         "activation": activation,
         "loss": loss,
         "parameters": int(gf_flat.shape[1]),
@@ -471,9 +474,8 @@ def run(config: Config, *, executor=None, progress: bool = False) -> Results:
     tasks = [(config, a, lo) for a, lo in config.nets]
     nets = run_tasks(eos_task, tasks, executor, track=tracker(progress, "edge of stability"))
     (anchor,) = run_tasks(_single, [(central_task, config)], executor)
-    _, _, data = _classification_data(config)
     claims = make_claims(config, nets, anchor)
-    return Results(config, data, tuple(nets), anchor, claims)
+    return Results(config, nets[0]["data"], tuple(nets), anchor, claims)
 
 
 def _net_name(net):
