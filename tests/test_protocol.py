@@ -138,6 +138,11 @@ def test_bad_arguments():
         protocol.time_to_target(1.0, 0, 1)
     with pytest.raises(ValueError, match="batch_size"):
         protocol.OneBatchPerEpoch(0, 4)
+    for name, bad in (("max_epochs", 0), ("seg_epochs", 0), ("seg_epochs", 2.5)):
+        with pytest.raises(ValueError, match=f"`{name}` must be a positive integer"):
+            protocol.measure(
+                "sgd", problem, 0.1, batch_size=1, error=err, target=0.1, **{name: bad}
+            )
 
 
 def _consistent_system(seed=0, n=24, p=6):
