@@ -42,6 +42,11 @@ class SharpnessPath(eqx.Module):
       interpolated between the two points around it (`None` if it never does, or no
       `lr`); `crossing_index`: the first point with $\eta\lambda_{\max} \ge 2$.
     - `seconds`: wall time of the compiled run.
+    - `step_loss` `(K + 1,)`: for a GD run, the loss before each of its `K` steps and
+      at the end (`None` otherwise); `loss` is its every `every`-th entry.
+    - `flat_params` `(T, P)`: the parameters at the points, flattened in
+      `jax.flatten_util.ravel_pytree` order, where asked for (`save_params=True` of
+      [`sharpness_gd`][gdflow._sharpness.sharpness_gd]); else `None`.
     """
 
     ts: np.ndarray
@@ -54,6 +59,8 @@ class SharpnessPath(eqx.Module):
     crossing_time: float | None
     crossing_index: int | None
     seconds: float
+    step_loss: np.ndarray | None = None
+    flat_params: np.ndarray | None = None
 
     @property
     def sharpness(self) -> np.ndarray:
@@ -77,31 +84,36 @@ def _crossing(ts, lam, lr):
 
 
 @eqx.filter_jit
-def _gd_blocks(loss, unravel, data, x0, V0, lr, every, blocks, tol, max_iters):
+def _gd_blocks(loss, unravel, data, x0, V0, lr, every, blocks, tol, max_iters, save_params):
     def f(y):
         return loss(unravel(y), data)
 
-    grad = jax.grad(f)
+    value_and_grad = jax.value_and_grad(f)
 
     def measure(x, V):
         e = _track(lambda v: _hvp(f, x, v), V, iters=1, tol=tol, max_iters=max_iters)
         return e.lam, e.X, e.res, e.hvps
 
+    def gd_step(y, _):
+        value, g = value_and_grad(y)
+        return y - lr * g, value
+
     def block(carry, _):
         x, V, n = carry
         lam, X, res, h = measure(x, V)
-        loss_x = f(x)
-        x = jax.lax.fori_loop(0, every, lambda i, y: y - lr * grad(y), x)
-        return (x, X, n + h), (lam, res, loss_x)
+        x_new, ls = jax.lax.scan(gd_step, x, None, length=every)  # ls[0] = L(x)
+        return (x_new, X, n + h), (lam, res, ls, x if save_params else None)
 
-    (xT, VT, n), (lam, res, ls) = jax.lax.scan(
+    (xT, VT, n), (lam, res, ls, xs) = jax.lax.scan(
         block, (x0, V0, jnp.zeros((), jnp.int32)), None, length=blocks
     )
     lamT, _, resT, hT = measure(xT, VT)
     lam = jnp.concatenate([lam, lamT[None]])
     res = jnp.concatenate([res, resT[None]])
-    ls = jnp.concatenate([ls, f(xT)[None]])
-    return lam, res, ls, n + hT, xT
+    ls = jnp.concatenate([ls.reshape(-1), f(xT)[None]])
+    if save_params:
+        xs = jnp.concatenate([xs, xT[None]])
+    return lam, res, ls, n + hT, xs
 
 
 def _start(P, m, dtype, key):
@@ -120,6 +132,7 @@ def sharpness_gd(
     tol: float = 1e-6,
     max_iters: int = 100,
     key: jax.Array | None = None,
+    save_params: bool = False,
 ) -> SharpnessPath:
     r"""Full-batch GD with the top-`k` Hessian eigenvalues every `every` steps.
 
@@ -127,7 +140,9 @@ def sharpness_gd(
     then a block eigen-solve ([`gdflow._central.track_eigs`][]) at the current iterate,
     warm-started from the previous eigenvectors (`k + guard` vectors; the guard vectors
     help an eigenvalue rising from below into the top `k` to be caught), to a relative
-    residual `tol`. No iterate is stored. Points: steps $0, e, 2e, \dots$ and the last.
+    residual `tol`. Points: steps $0, e, 2e, \dots$ and the last. The loss is kept at
+    every step (`step_loss`, free: each step's gradient comes with its value); iterates
+    are stored only at the points, and only with `save_params=True`.
 
     Cost: `steps` gradients plus $(k + g)$ HVPs per eigen-iteration (one Rayleigh–Ritz
     step and at least one refinement per point; `hvps` reports the total).
@@ -140,6 +155,7 @@ def sharpness_gd(
       tracked.
     - `tol`, `max_iters`: each eigen-solve's stopping rule.
     - `key`: PRNG key of the first (cold) start.
+    - `save_params`: keep the (flattened) parameters at the points, `flat_params`.
 
     **Returns:** a [`SharpnessPath`][gdflow._sharpness.SharpnessPath] with the first
     crossing of $\eta\lambda_{\max} = 2$.
@@ -166,6 +182,8 @@ def sharpness_gd(
     guard = positive_int("guard", guard, allow_zero=True)
     tol = nonnegative_finite("tol", tol)
     max_iters = positive_int("max_iters", max_iters)
+    if not isinstance(save_params, bool):
+        raise TypeError(f"`save_params` must be True or False; got {save_params!r}.")
     if steps % every:
         raise ValueError(f"`steps`={steps} must be a multiple of `every`={every}.")
     x0, unravel = ravel_pytree(problem.params0)
@@ -184,10 +202,12 @@ def sharpness_gd(
         steps // every,
         jnp.asarray(tol, x0.dtype),
         max_iters,
+        save_params,
     )
     from ._run import run_compiled
 
-    (lam, res, ls, n, _), _, run_s = run_compiled(_gd_blocks, *args)
+    (lam, res, step_loss, n, xs), _, run_s = run_compiled(_gd_blocks, *args)
+    step_loss = np.asarray(step_loss)
     ts = lr * np.arange(0, steps + 1, every, dtype=np.float64)
     lam = np.asarray(lam)[:, :k]
     t_cross, i_cross = _crossing(ts, lam[:, 0], lr)
@@ -195,13 +215,15 @@ def sharpness_gd(
         ts=ts,
         eigenvalues=lam,
         residuals=np.asarray(res)[:, :k],
-        loss=np.asarray(ls),
+        loss=step_loss[::every],
         hvps=int(n),
         grad_evals=steps,
         lr=lr,
         crossing_time=t_cross,
         crossing_index=i_cross,
         seconds=run_s,
+        step_loss=step_loss,
+        flat_params=None if xs is None else np.asarray(xs),
     )
 
 

@@ -53,6 +53,7 @@ QUICK_VERDICTS = {
         **(
             {
                 "cf.same_gd": "holds",
+                "cf.same_gd_smoothed": "holds",
                 "cf.prediction_mean": "holds",
                 "cf.prediction_max": "holds",
                 "cf.gd_gf_max": "holds",

@@ -41,6 +41,8 @@ def _anchor(published=True):
     return {
         "published_file": published,
         "gd_matches_published_gd": 0.0 if published else None,
+        "gd_matches_published_gd_before_onset": 3e-7 if published else None,
+        "gd_matches_published_gd_smoothed": 9e-5 if published else None,
         "prediction_error": {"mean": 0.0152, "max": 0.0437},
         "gd_cf_distance_after_600": 0.1016,
         "gd_gf_distance_max": 1.98,
@@ -88,6 +90,8 @@ def test_claims_follow_the_measured_numbers():
     bad = _anchor()
     bad["prediction_error"] = {"mean": 0.0156, "max": 0.05}
     bad["costs"] = {"gradient_equivalents_per_step": 200.0}
+    bad["gd_matches_published_gd_before_onset"] = 2e-6
+    bad["gd_matches_published_gd_smoothed"] = 2e-3
     v = verdicts(eos.make_claims(cfg, [net], bad))
     for k in (
         "tracks_below_edge",
@@ -97,7 +101,8 @@ def test_claims_follow_the_measured_numbers():
         "f1.5.falls",
     ):
         assert v[f"tanh_mse.{k}"] == "differs", k
-    for k in ("cf.prediction_mean", "cf.prediction_max", "cf.cost"):
+    for k in ("cf.prediction_mean", "cf.prediction_max", "cf.cost", "cf.same_gd",
+              "cf.same_gd_smoothed"):  # fmt: skip
         assert v[k] == "differs", k
     # A GD that never crossed the edge has no hovering value: that is a difference too.
     net["runs"][1]["hover_median"] = None
@@ -107,7 +112,7 @@ def test_claims_follow_the_measured_numbers():
 def test_without_the_published_file_the_anchor_claims_have_no_published_value():
     v = verdicts(eos.make_claims(eos.config("quick"), [], _anchor(published=False)))
     assert v["cf.prediction_mean"] == "no published value"
-    assert v["cf.same_gd"] == "no published value"
+    assert v["cf.same_gd"] == v["cf.same_gd_smoothed"] == "no published value"
     # Statements of theory keep their value: the edge is 2 whatever the data.
     assert v["cf.holds_edge"] == "holds"
 
@@ -130,9 +135,13 @@ def test_generated_anchor_has_the_published_shapes():
 
 @pytest.mark.skipif(eos.find_anchor() is None, reason="the published example's file is absent")
 def test_published_anchor_gd_is_the_published_gd():
-    # gdflow's float32 GD on the published data and weights gives the published loss curve.
+    # gdflow's float32 GD on the published data and weights gives the published loss curve
+    # up to the edge (bit for bit on some hosts, within float32 rounding on others: the
+    # CPU kernels' order of summation differs; past the edge GD is chaotic and the
+    # difference grows, which the experiment's smoothed-loss claim covers).
     import gdflow as gf
 
+    onset = eos.TEXT_VALUES["cf_onset_step"]
     problem, published = eos._anchor_problem(eos.find_anchor())
-    gd = gf.gd(problem, eos.ANCHOR_LR, 99)
-    np.testing.assert_array_equal(np.asarray(gd.loss), published["gd_loss"][:100])
+    gd = gf.gd(problem, eos.ANCHOR_LR, onset - 1)
+    np.testing.assert_allclose(np.asarray(gd.loss), published["gd_loss"][:onset], rtol=1e-6)

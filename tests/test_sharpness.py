@@ -39,6 +39,22 @@ def test_sharpness_gd_matches_dense_eigh_at_gd_iterates():
         np.testing.assert_allclose(path.eigenvalues[i], _dense_top(prob, gd.at(i), 2), rtol=1e-8)
     np.testing.assert_allclose(path.loss, np.asarray(gd.loss), rtol=1e-10)
     assert path.grad_evals == steps and path.hvps > 0
+    assert path.flat_params is None
+
+
+def test_sharpness_gd_keeps_every_loss_and_the_iterates_at_its_points():
+    """The loss at every step and, with `save_params`, the iterates at the points: those
+    of `gf.gd` saving every step, whose iterates are an independent run of the same map."""
+    prob = _mlp()
+    lr, steps, every = 0.05, 30, 10
+    path = sharpness_gd(prob, lr, steps, every=every, k=1, guard=1, save_params=True)
+    gd = gf.gd(prob, lr, steps, save_every=1)
+    assert path.step_loss.shape == (steps + 1,)
+    np.testing.assert_allclose(path.step_loss, np.asarray(gd.loss), rtol=1e-12)
+    np.testing.assert_allclose(path.loss, path.step_loss[::every], rtol=0)
+    np.testing.assert_allclose(path.flat_params, np.asarray(gd.flat())[::every], rtol=1e-12)
+    with pytest.raises(TypeError, match="save_params"):
+        sharpness_gd(prob, lr, steps, every=every, save_params=1)
 
 
 def test_sharpness_along_a_flow_matches_dense_eigh():
