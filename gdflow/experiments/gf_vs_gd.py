@@ -135,7 +135,7 @@ def config(size: str = "default", *, data_dir=None, seeds=None) -> Config:
             widths=p(quick=(16, 16), default=(32, 32), full=(50, 50)),
             lr0=0.05,
             steps=p(quick=100, default=1000, full=4000),
-            rs=p(quick=(2, 5), default=(2, 5, 10, 20)),
+            rs=p(quick=(2, 5), default=(2, 5, 10), full=(2, 5, 10, 20)),
             nets=p(quick=("linear", "relu"), default=NETS),
             saves=p(quick=15, default=100, full=200),
             eig_points=p(quick=6, default=25, full=50),
