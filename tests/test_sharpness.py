@@ -51,7 +51,6 @@ def test_sharpness_gd_keeps_every_loss_and_the_iterates_at_its_points():
     gd = gf.gd(prob, lr, steps, save_every=1)
     assert path.step_loss.shape == (steps + 1,)
     np.testing.assert_allclose(path.step_loss, np.asarray(gd.loss), rtol=1e-12)
-    np.testing.assert_allclose(path.loss, path.step_loss[::every], rtol=0)
     np.testing.assert_allclose(path.flat_params, np.asarray(gd.flat())[::every], rtol=1e-12)
     with pytest.raises(TypeError, match="save_params"):
         sharpness_gd(prob, lr, steps, every=every, save_params=1)
