@@ -182,6 +182,65 @@ def test_divergence_inside_a_save_block_keeps_the_last_finite_state():
     assert len(coarse) == k // 7 + 2  # the saved points, then the state it stopped in
 
 
+def _failing_at_theta_half(kind):
+    """A loss on one parameter whose step from theta < 0.5 fails as `kind` says; GD from
+    theta = 1 at lr 0.1 on theta**2 gives theta_k = 0.8**k, below 0.5 first at k = 4."""
+
+    @jax.custom_jvp
+    def f(th):
+        value = jnp.sum(th**2)
+        return jnp.where((kind == "loss") & (th[0] < 0.5), jnp.inf, value)
+
+    @f.defjvp
+    def f_jvp(primals, tangents):
+        (th,), (dth,) = primals, tangents
+        slope = jnp.where((kind == "gradient") & (th[0] < 0.5), jnp.nan, 2 * th)
+        return f(th), jnp.sum(slope * dth)
+
+    return gf.Problem(
+        lambda th, b: f(th) + 0.0 * jnp.sum(b["x"]), {"x": jnp.ones((2, 1))}, jnp.ones(1)
+    )
+
+
+@pytest.mark.parametrize("one_step", [False, True])
+@pytest.mark.parametrize(
+    "kind, at, outcome",
+    [
+        ("loss", 4, "non-finite loss"),
+        ("gradient", 4, "non-finite gradient"),
+        ("params", 2, "non-finite parameters"),
+    ],
+)
+def test_per_chunk_checks_find_the_same_failing_step_as_per_step_checks(
+    monkeypatch, kind, at, outcome, one_step
+):
+    # SGD checks its parameters once per compiled chunk (`absorbing`) and runs a failed
+    # chunk again with every step checked. Failures in the middle of a chunk, of each
+    # kind, against the closed form and against every step checked.
+    if one_step:
+        _one_step_chunks(monkeypatch)
+    if kind == "params":  # theta - k·lr: finite loss, then the parameter overflows
+        problem = gf.Problem(
+            lambda th, b: jnp.sum(th) + 0.0 * jnp.sum(b["x"]), {"x": jnp.ones((2, 1))}, jnp.ones(1)
+        )
+        lr = 0.6e308
+    else:
+        problem, lr = _failing_at_theta_half(kind), 0.1
+    runs = []
+    for absorbing in (True, False):
+        monkeypatch.setattr(gf.SGD, "absorbing", absorbing)
+        runs.append(gf.gd(problem, lr, 50, save_every=3, on_divergence="ignore"))
+    fast, checked = runs
+    for traj in runs:
+        assert traj.diverged_at == at and traj.stats.outcome.startswith(outcome)
+        assert traj.stats.grad_evals == at
+    expect = 1.0 - at * lr if kind == "params" else 0.8**at
+    np.testing.assert_allclose(np.asarray(fast.final), [expect], rtol=1e-14)
+    np.testing.assert_array_equal(np.asarray(fast.ts), np.asarray(checked.ts))
+    np.testing.assert_array_equal(np.asarray(fast.params), np.asarray(checked.params))
+    np.testing.assert_array_equal(np.asarray(fast.loss), np.asarray(checked.loss))
+
+
 def test_trajectory_and_stats_pass_through_filter_jit():
     _, problem = _quadratic()
     traj = gf.gd(problem, 0.1, 20, save_every=5)

@@ -26,6 +26,7 @@ __all__ = [
     "AbstractMethod",
     "all_finite",
     "batch_for",
+    "loss_result",
     "step_result",
     "tree_where",
 ]
@@ -57,10 +58,19 @@ class AbstractMethod(eqx.Module):
     method whose `result` already says `nonfinite_params` for them (as
     `step_result` does) sets the class attribute
     `checks_params = True`, and the engine skips its own check.
+
+    A method may set `absorbing = True` when a non-finite entry of its parameters stays
+    non-finite at every later step and a non-finite gradient makes the new parameters
+    non-finite (SGD: $\theta + (-\mathrm{lr})\,g$). Its `step` then also accepts
+    `check=False`, whose `result` covers only the loss (`loss_result`): the engine runs
+    each compiled chunk so, checks the parameters once at its end, and runs a chunk that
+    failed again with `check=True` to find the failing step. The outcome is the same as
+    checking every step, without a pass over the parameters per step.
     """
 
     lr: eqx.AbstractVar[jax.Array | None]
     checks_params: ClassVar[bool] = False
+    absorbing: ClassVar[bool] = False
 
     @abc.abstractmethod
     def init(self, problem, batching: AbstractBatching, params):
@@ -98,6 +108,11 @@ def step_result(value, grads, new_params):
         ),
         RESULTS.nonfinite_loss,
     )
+
+
+def loss_result(value):
+    """The outcome of a step from its loss alone: successful, or `nonfinite_loss`."""
+    return RESULTS.where(jnp.isfinite(value), RESULTS.successful, RESULTS.nonfinite_loss)
 
 
 def epoch_table(problem, batching: AbstractBatching, e):

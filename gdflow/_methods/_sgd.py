@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from .._batching import AbstractBatching
 from .._validate import is_traced, positive_finite
-from ._base import AbstractMethod, batch_for, epoch_table, step_result
+from ._base import AbstractMethod, batch_for, epoch_table, loss_result, step_result
 
 __all__ = ["SGD"]
 
@@ -33,6 +33,7 @@ class SGD(AbstractMethod):
     order: ClassVar[int] = 1
     evals_per_step: ClassVar[int] = 1
     checks_params: ClassVar[bool] = True
+    absorbing: ClassVar[bool] = True
     lr: jax.Array
 
     def __init__(self, lr):
@@ -42,14 +43,17 @@ class SGD(AbstractMethod):
         del params
         return epoch_table(problem, batching, 0)
 
-    def step(self, problem, batching, clock, params, state):
+    def step(self, problem, batching, clock, params, state, *, check: bool = True):
         batch, table = batch_for(problem, batching, clock, state)
         value, grads = jax.value_and_grad(problem.loss)(params, batch)
         new = jax.tree_util.tree_map(
             lambda p, g: p + (-self.lr.astype(p.dtype)) * g, params, grads
         )
         counts = {"grad_evals": jnp.ones((), jnp.int32)}
-        return new, table, step_result(value, grads, new), counts
+        # A non-finite parameter stays non-finite (inf + finite = inf, nan + x = nan), and
+        # a non-finite gradient makes the new parameters non-finite: `absorbing`.
+        result = step_result(value, grads, new) if check else loss_result(value)
+        return new, table, result, counts
 
     def batch_steps(self, n: int, batching: AbstractBatching) -> int:
         del n, batching

@@ -69,28 +69,42 @@ def _full_loss(problem, params):
 
 
 @eqx.filter_jit(donate="all-except-first")
-def _chunk(fixed, carry, bufs):
+def _chunk(args, bufs):
     """Advance `nblocks` blocks of `block_steps` method steps, saving after each block
     when `write`; stop early at the first unsuccessful step or non-finite saved loss.
 
     `carry = (i, e, j, params, state, result, counts)`: the next save slot, the clock
     (epoch, step within it), the method's state, the outcome so far and work counters.
-    Returns the new carry, the buffers and the method steps done in this call.
+    Returns the new carry, the buffers, the method steps done in this call and whether
+    the final parameters are finite. Only the buffers are donated: the start carry stays
+    valid, so a chunk can be run again from it.
+
+    With `checked=False` (only for methods whose non-finite parameters are absorbing,
+    see [`gdflow.AbstractMethod`][]) the steps check only their loss and the parameters
+    are checked once, at the end: a chunk that then fails is run again with `checked`.
     """
-    method, problem, batching, steps_per_epoch, nblocks, block_steps, write = fixed
+    fixed, carry = args
+    method, problem, batching, steps_per_epoch, nblocks, block_steps, write, checked = fixed
     ok_ = RESULTS.successful
 
     def step(c):
         s, e, j, params, state, result, counts = c
-        new_params, new_state, res, n = method.step(problem, batching, (e, j), params, state)
-        if not method.checks_params:  # else the method's result covers new_params
-            res = RESULTS.where(
-                (res == ok_) & ~all_finite(new_params), RESULTS.nonfinite_params, res
+        if checked:
+            new_params, new_state, res, n = method.step(problem, batching, (e, j), params, state)
+            if not method.checks_params:  # else the method's result covers new_params
+                res = RESULTS.where(
+                    (res == ok_) & ~all_finite(new_params), RESULTS.nonfinite_params, res
+                )
+            ok = res == ok_
+            params = tree_where(ok, new_params, params)
+            state = tree_where(ok, new_state, state)
+            counts = jax.tree_util.tree_map(lambda a, b: a + jnp.where(ok, b, 0), counts, n)
+        else:  # a failed chunk is run again checked, so nothing needs undoing here
+            params, state, res, n = method.step(
+                problem, batching, (e, j), params, state, check=False
             )
-        ok = res == ok_
-        params = tree_where(ok, new_params, params)
-        state = tree_where(ok, new_state, state)
-        counts = jax.tree_util.tree_map(lambda a, b: a + jnp.where(ok, b, 0), counts, n)
+            ok = res == ok_
+            counts = jax.tree_util.tree_map(jnp.add, counts, n)
         j1 = j + 1
         wrap = j1 >= steps_per_epoch
         e = jnp.where(ok & wrap, e + 1, e)
@@ -126,7 +140,8 @@ def _chunk(fixed, carry, bufs):
         block,
         (jnp.int32(0), jnp.int32(0), carry, bufs),
     )
-    return carry, bufs, done
+    finite = jnp.asarray(True) if checked else all_finite(carry[3])
+    return carry, bufs, done, finite
 
 
 def _plan(steps: int, every: int) -> Iterator[tuple[int, int, bool]]:
@@ -184,13 +199,6 @@ class _Interrupt:
         if self._installed:
             signal.signal(signal.SIGINT, self._old)
         return False
-
-
-def _fresh(tree, *avoid):
-    """Copy the leaves of `tree` that are the very arrays of `avoid` (inputs must not be
-    donated to the run loop)."""
-    ids = {id(x) for x in jax.tree_util.tree_leaves(avoid)}
-    return jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True) if id(x) in ids else x, tree)
 
 
 def run(
@@ -260,56 +268,80 @@ def run(
         )
     num_saves = steps // save_every + (1 if steps % save_every else 0) + 1
 
-    params0 = _fresh(problem.params0, problem)
+    params0 = problem.params0
     t0 = time.perf_counter()
     state, bufs = _init(method, problem, batching, params0, num_saves)
     jax.block_until_ready((state, bufs))
     setup_s = time.perf_counter() - t0
-    state = _fresh(state, problem, method, batching)
 
     counts0 = jax.eval_shape(
         lambda: method.step(problem, batching, (jnp.int32(0), jnp.int32(0)), params0, state)[3]
     )
 
-    def zeros():  # fresh each chunk: the counters are donated
-        return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), counts0)
+    # Host-side scalars are NumPy values: a chunk call then transfers nothing but them.
+    def zeros():
+        return jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), counts0)
+
+    def i32(x: int):
+        return np.asarray(x, np.int32)
 
     value0 = float(bufs[1][0])
     result = RESULTS.successful if math.isfinite(value0) else RESULTS.nonfinite_loss
-    carry = (jnp.int32(1), jnp.int32(0), jnp.int32(0), params0, state, result, zeros())
+    carry = (i32(1), i32(0), i32(0), params0, state, result, zeros())
+    ok = math.isfinite(value0)  # a Python bool, kept beside the traced outcome
     totals = {k: 0 for k in counts0}
     done = 0  # method steps done
     compile_s = run_s = 0.0
-    compiled = None
     interrupted = False
     interrupt = None
     handle = meter.start(steps, label)
     # Method steps per compiled call, adapted to measured time (see _CHUNK_SECONDS).
     piece = _FIRST_PIECE
 
-    def advance(nb: int, block_steps: int, write: bool) -> None:
-        nonlocal carry, bufs, compiled, compile_s, run_s, done, result, piece
+    # Methods whose non-finite parameters are absorbing run their chunks with a loss check
+    # per step and a parameter check per chunk; a chunk that fails is run again checked.
+    fast = method.absorbing
+    compiled = {}
+
+    def call(checked: bool, nb: int, block_steps: int, write: bool):
+        nonlocal compile_s
         fixed = (
             method,
             problem,
             batching,
             steps_per_epoch,
-            jnp.int32(nb),
-            jnp.int32(block_steps),
-            jnp.asarray(write),
+            i32(nb),
+            i32(block_steps),
+            np.asarray(write),
+            checked,
         )
-        if compiled is None:
-            compiled, compile_s = compile_timed(_chunk, fixed, carry, bufs)
-        t1 = time.perf_counter()
-        carry, bufs, did = compiled(fixed, carry, bufs)
-        did = int(did)  # waits for the chunk
-        dt = time.perf_counter() - t1
+        args = (fixed, carry)
+        if checked not in compiled:
+            compiled[checked], dt = compile_timed(_chunk, args, bufs)
+            compile_s += dt
+        new_carry, new_bufs, did, finite = compiled[checked](args, bufs)
+        # One transfer per chunk: it waits for the chunk and reads what the host needs.
+        host = jax.device_get((did, finite, new_carry[5]._value, new_carry[6]))
+        return new_carry, new_bufs, host
+
+    def advance(nb: int, block_steps: int, write: bool) -> None:
+        nonlocal carry, bufs, run_s, done, result, ok, piece
+        t1, c1 = time.perf_counter(), compile_s
+        new_carry, bufs, (did, finite, res, counts) = call(not fast, nb, block_steps, write)
+        if fast and not (finite and res == RESULTS.successful._value):
+            # Find the step that failed, and keep the state before it: the start carry
+            # was not donated, and the buffers hold the same points up to that step.
+            new_carry, bufs, (did, finite, res, counts) = call(True, nb, block_steps, write)
+        carry = new_carry
+        dt = time.perf_counter() - t1 - (compile_s - c1)
         run_s += dt
+        did = int(did)
         done += did
-        for k, v in carry[6].items():
+        for k, v in counts.items():
             totals[k] += int(v)
         carry = (*carry[:6], zeros())
         result = carry[5]
+        ok = bool(res == RESULTS.successful._value)
         meter.update(handle, done)
         # The next call: aim at _CHUNK_SECONDS, growing at most 8x at a time.
         if did and dt > 0:
@@ -317,7 +349,7 @@ def run(
             piece = max(1, min(8 * piece, want, _MAX_BLOCK))
 
     def going() -> bool:
-        return result == RESULTS.successful and not interrupt.hit
+        return ok and not interrupt.hit
 
     try:
         with _Interrupt() as interrupt:
@@ -346,7 +378,7 @@ def run(
     saved_k = [min(s * save_every, steps) for s in range(i)]
     p_saved = jax.tree_util.tree_map(lambda x: x[:i], bufs[0])
     l_saved = bufs[1][:i]
-    failed = not (result == RESULTS.successful)
+    failed = not ok
     if (failed or interrupted) and saved_k[-1] != done:
         # Keep the state the run stopped in: the last finite parameters.
         saved_k.append(done)
