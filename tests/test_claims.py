@@ -57,6 +57,48 @@ def test_run_tasks_same_in_process_and_on_an_executor():
         assert run_tasks(math.hypot, tasks, ex) == run_tasks(math.hypot, tasks) == [5.0, 13.0]
 
 
+def test_run_tasks_sends_the_costliest_first_and_answers_in_task_order():
+    sent = []
+
+    class Recording:  # an executor that records the order of submission
+        def submit(self, fn, *task):
+            sent.append(task)
+            done = concurrent.futures.Future()
+            done.set_result(fn(*task))
+            return done
+
+    tasks = [(1, 1), (5, 12), (3, 4), (8, 15)]
+    got = run_tasks(math.hypot, tasks, Recording(), cost=lambda t: t[0])
+    assert got == [math.sqrt(2), 13.0, 5.0, 17.0]
+    assert sent == [(8, 15), (5, 12), (3, 4), (1, 1)]
+    sent.clear()
+    assert run_tasks(math.hypot, tasks, Recording(), cost=lambda t: 0) == got
+    assert sent == tasks  # ties keep the task order
+    # in process too
+    assert run_tasks(math.hypot, tasks, cost=lambda t: -t[0]) == got
+
+
+def test_task_labels_name_the_task_not_its_config_or_data():
+    import numpy as np
+
+    from gdflow.experiments import gf_vs_gd
+    from gdflow.experiments._base import CachedExecutor, describe_tasks, task_label
+
+    config = gf_vs_gd.config("quick")
+    assert task_label(gf_vs_gd.net_task, (config, "digits", "relu", True)) == (
+        "net_task('digits', 'relu', True)"
+    )
+    label = task_label(math.hypot, (np.zeros((3, 2)), np.float64(0.5), (1, 2.5)))
+    assert label == "hypot(array(3, 2), 0.5, (1, 2.5))"
+    # an executor without a cache times each task and answers plain values
+    ex = CachedExecutor(None)
+    assert run_tasks(math.hypot, [(3, 4), (3, 4), (5, 12)], ex) == [5.0, 5.0, 13.0]
+    assert (ex.misses, ex.hits) == (3, 0)
+    assert set(ex.seconds) == {"hypot(3, 4)", "hypot(3, 4) #2", "hypot(5, 12)"}
+    line = describe_tasks({"computed": 3, "from_cache": 0, "seconds": {"a": 2.0, "b": 0.5}})
+    assert line == "3 computed, 0 from the cache; 2.5 s of task time, longest `a` 2.0 s, `b` 0.5 s"
+
+
 @pytest.fixture(scope="module")
 def minibatch_quick():
     return minibatch_flow.run(minibatch_flow.config("quick"))

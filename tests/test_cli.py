@@ -144,20 +144,29 @@ def test_experiment_tasks_are_cached_resumed_and_run_on_a_real_dask_cluster(tmp_
     rec = _numbers(first, name)
     total = rec["tasks"]["computed"]
     assert total >= 5 and rec["tasks"]["from_cache"] == 0
+    # every computed task is timed, under its own label
+    labels = rec["tasks"]["seconds"]
+    assert len(labels) == total and all(s > 0 for s in labels.values())
+    report = (first / "report.md").read_text()
+    assert f"*Tasks:* {total} computed, 0 from the cache; " in report
     entries = sorted((first / name / "cache").rglob("*.npz"))
     assert len(entries) == total
     for path in entries[:3]:  # as if the run had been interrupted before these finished
         path.unlink()
     assert main(["reproduce", name, "--quick", "--out", str(first), "--no-progress"]) == 0
     again = _numbers(first, name)
-    assert again["tasks"] == {"computed": 3, "from_cache": total - 3}
+    assert (again["tasks"]["computed"], again["tasks"]["from_cache"]) == (3, total - 3)
+    assert set(again["tasks"]["seconds"]) < set(labels) and len(again["tasks"]["seconds"]) == 3
     assert again["numbers"] == rec["numbers"]
 
     cluster = tmp_path / "b"
     argv = ["reproduce", name, "--quick", "--out", str(cluster), "--no-progress"]
     assert main([*argv, "--workers", "2", "--no-cache"]) == 0
     remote = _numbers(cluster, name)
-    assert "tasks" not in remote and not (cluster / name / "cache").exists()
+    assert not (cluster / name / "cache").exists()
+    # timed on the workers, and the same tasks
+    assert remote["tasks"]["computed"] == total and remote["tasks"]["from_cache"] == 0
+    assert set(remote["tasks"]["seconds"]) == set(labels)
     assert remote["numbers"] == rec["numbers"]
     assert [c["verdict"] for c in remote["claims"]] == [c["verdict"] for c in rec["claims"]]
 
@@ -184,7 +193,8 @@ def test_no_cache_recomputes_but_keeps_the_cache(tmp_path):
     entries = sorted((tmp_path / name / "cache").rglob("*.npz"))
     assert main([*argv, "--no-cache"]) == 0
     assert sorted((tmp_path / name / "cache").rglob("*.npz")) == entries
-    assert "tasks" not in _numbers(tmp_path, name)
+    tasks = _numbers(tmp_path, name)["tasks"]
+    assert tasks["from_cache"] == 0 and tasks["computed"] == len(entries)
 
 
 def test_workers_and_scheduler_are_checked(tmp_path, capsys):

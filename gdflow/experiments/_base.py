@@ -25,7 +25,7 @@ import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 SIZES = ("quick", "default", "full")
 
@@ -167,7 +167,9 @@ def verdicts(claims: Iterable[Claim]) -> dict[str, str]:
 # --- the task loop --------------------------------------------------------------------------
 
 
-def run_tasks(fn: Callable, tasks: Sequence[tuple], executor=None, *, track=None) -> list:
+def run_tasks(
+    fn: Callable, tasks: Sequence[tuple], executor=None, *, track=None, cost=None
+) -> list:
     """Call `fn(*task)` for every task; results in task order.
 
     `fn` must be a module-level (picklable) function of one grid point and `tasks`
@@ -176,13 +178,50 @@ def run_tasks(fn: Callable, tasks: Sequence[tuple], executor=None, *, track=None
     futures with `.result()`): a process pool, or a Dask `distributed.Client`.
     `executor=None` runs in this process, in order. `track` wraps the iteration (a
     progress bar) in the in-process case.
+
+    `cost(task)`, when given, estimates a task's run time (any unit): tasks are then
+    submitted costliest first, so that on $w$ workers the longest ones do not start last
+    (the longest-processing-time rule, whose makespan is at most $4/3 - 1/(3w)$ of the
+    best possible). The results are in task order all the same.
     """
     tasks = list(tasks)
-    it = tasks if track is None else track(tasks)
+    order = list(range(len(tasks)))
+    if cost is not None:
+        order.sort(key=lambda i: -cost(tasks[i]))  # a stable sort: ties keep task order
+    it = order if track is None else track(order)
     if executor is None:
-        return [fn(*t) for t in it]
-    futures = [executor.submit(fn, *t) for t in it]  # in-process executors run here
-    return [f.result() for f in futures]
+        answers = {i: fn(*tasks[i]) for i in it}
+    else:
+        futures = {i: executor.submit(fn, *tasks[i]) for i in it}  # in-process runs here
+        answers = {i: f.result() for i, f in futures.items()}
+    return [answers[i] for i in range(len(tasks))]
+
+
+def task_label(fn, task: tuple) -> str:
+    """A short name of one task for timing tables: the function's name and the task's
+    plain arguments (numbers, strings, short tuples of them), with configs shown by their
+    type, arrays by their shape and 0-d arrays by their value."""
+    import dataclasses
+
+    def show(x, depth=0):
+        if dataclasses.is_dataclass(x) and not isinstance(x, type):
+            return type(x).__name__
+        if hasattr(x, "shape") and hasattr(x, "dtype"):
+            if x.shape == ():
+                return show(x.item(), depth)
+            return f"array{tuple(x.shape)}"
+        if isinstance(x, float):
+            return f"{x:g}"
+        if isinstance(x, tuple | list) and depth == 0 and len(x) <= 4:
+            return "(" + ", ".join(show(v, 1) for v in x) + ")"
+        if isinstance(x, str | int | bool | type(None)):
+            return repr(x) if isinstance(x, str) else str(x)
+        if callable(x) and hasattr(x, "__name__"):
+            return x.__name__
+        return type(x).__name__
+
+    args = [show(v) for v in task if not (dataclasses.is_dataclass(v) and not isinstance(v, type))]
+    return f"{getattr(fn, '__name__', type(fn).__name__)}({', '.join(args)})"
 
 
 def _stable_repr(x) -> str:
@@ -215,10 +254,18 @@ def _stable_repr(x) -> str:
     return repr(x)
 
 
+class _Timed(NamedTuple):
+    """A task's value and the seconds it took where it ran."""
+
+    value: Any
+    seconds: float
+
+
 class _WithJax:
     """`fn` that first applies the caller's JAX numerics settings (float64 on or off,
     matmul precision, rank promotion): a task on another process computes what it would
-    compute here."""
+    compute here. Returns a [`_Timed`][gdflow.experiments._base._Timed]: the value and
+    the seconds `fn` took on the worker."""
 
     __slots__ = ("fn", "settings")
 
@@ -229,23 +276,30 @@ class _WithJax:
         return (_WithJax, (self.fn, self.settings))
 
     def __call__(self, *task):
+        import time
+
         import jax
 
         for name, value in self.settings.items():
             if getattr(jax.config, name) != value:
                 jax.config.update(name, value)
-        return self.fn(*task)
+        t0 = time.perf_counter()
+        value = self.fn(*task)
+        return _Timed(value, time.perf_counter() - t0)
 
 
 class CachedExecutor:
     """An executor that answers tasks from a [`gdflow.ResultCache`][] and stores each
     result the moment it arrives, wrapped around any `concurrent.futures`-shaped executor
-    (in-process by default, or a Dask client).
+    (in-process by default, or a Dask client); it also times every task it computes.
 
     A task is `fn(*task)`; its key hashes the function's qualified name, the `repr` of the
     task tuple (configs are frozen dataclasses with deterministic reprs) and gdflow's
     version, so a rerun with the same config skips finished tasks, and an interrupted run
-    loses at most the tasks in flight. `hits` and `misses` count what happened.
+    loses at most the tasks in flight. `cache=None` caches nothing and only times.
+    `hits` and `misses` count what happened; `seconds` maps each computed task's
+    [`task_label`][gdflow.experiments._base.task_label] to the seconds it took where it
+    ran (on a Dask worker, the worker's time).
     """
 
     def __init__(self, cache, executor=None):
@@ -255,7 +309,20 @@ class CachedExecutor:
         self.executor = InProcess() if executor is None else executor
         self.hits = 0
         self.misses = 0
+        self._timed: dict[int, tuple[str, float]] = {}  # submission -> (label, seconds)
         self.closed = False
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """`{task label: seconds}` of the tasks computed so far (labels of tasks with
+        equal arguments get `#2`, `#3`, ...)."""
+        out: dict[str, float] = {}
+        for label, sec in self._timed.values():
+            name, n = label, 2
+            while name in out:
+                name, n = f"{label} #{n}", n + 1
+            out[name] = sec
+        return out
 
     def _key(self, fn, task) -> str:
         import hashlib
@@ -265,13 +332,15 @@ class CachedExecutor:
         name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
         text = _stable_repr((task, sorted(jax_settings().items())))
         digest = hashlib.sha256(text.encode()).hexdigest()
+        if self.cache is None:
+            return f"{name}:{digest}"
         return self.cache.key({"task": digest}, task=name)
 
     def submit(self, fn, *task):
         import concurrent.futures as cf
 
         key = self._key(fn, task)
-        if self.cache.contains(key):
+        if self.cache is not None and self.cache.contains(key):
             self.hits += 1
             done: cf.Future = cf.Future()
             done.set_result(self.cache.load(key))
@@ -280,19 +349,23 @@ class CachedExecutor:
         from .._sweep import jax_settings
 
         future = self.executor.submit(_WithJax(fn, jax_settings()), *task)
+        slot = (self.misses, task_label(fn, task))
 
         def store(f):
             # As soon as a task finishes (in another thread for Dask): an interrupted run
             # keeps it. Not once the cache was closed and moved with the results.
             if not self.closed and not f.cancelled() and f.exception() is None:
-                self._store(key, f.result())
+                self._store(key, slot, f.result())
 
         future.add_done_callback(store)
-        return _Storing(future, lambda value: self._store(key, value))
+        return _Storing(future, lambda timed: self._store(key, slot, timed))
 
-    def _store(self, key, value) -> None:
-        if not self.cache.contains(key):
-            self.cache.store(key, value)
+    def _store(self, key, slot, timed: _Timed) -> None:
+        if self.closed:
+            return
+        self._timed[slot[0]] = (slot[1], timed.seconds)
+        if self.cache is not None and not self.cache.contains(key):
+            self.cache.store(key, timed.value)
 
     def close(self) -> None:
         """Store nothing more (the results and the cache are about to be moved)."""
@@ -301,18 +374,31 @@ class CachedExecutor:
 
 class _Storing:
     """A future whose `result()` also stores the value, in the caller's thread, so that
-    every collected result is in the cache before the experiment's folder is moved."""
+    every collected result is in the cache before the experiment's folder is moved; it
+    answers the value without its timing."""
 
     def __init__(self, future, store):
         self._future, self._store = future, store
 
     def result(self, timeout=None):
-        value = self._future.result(timeout)
-        self._store(value)
-        return value
+        timed = self._future.result(timeout)
+        self._store(timed)
+        return timed.value
 
     def __getattr__(self, name):
         return getattr(self._future, name)
+
+
+def describe_tasks(tasks: dict) -> str:
+    """One line on an experiment's tasks from its `results.json` record: how many were
+    computed and answered from the cache, their summed time and the longest ones."""
+    seconds = tasks.get("seconds", {})
+    line = f"{tasks['computed']} computed, {tasks['from_cache']} from the cache"
+    if seconds:
+        top = sorted(seconds.items(), key=lambda kv: -kv[1])[:3]
+        longest = ", ".join(f"`{k}` {v:.1f} s" for k, v in top)
+        line += f"; {sum(seconds.values()):.1f} s of task time, longest {longest}"
+    return line
 
 
 def tracker(progress: bool, desc: str = ""):

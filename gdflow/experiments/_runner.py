@@ -11,7 +11,7 @@ import time
 import traceback
 from pathlib import Path
 
-from ._base import Experiment, claims_table, write_json
+from ._base import Experiment, claims_table, describe_tasks, write_json
 
 
 def _enable_x64() -> None:
@@ -188,15 +188,15 @@ def reproduce(
 def _run_one(exp, out, size, data_dir, seeds, progress, executor, host, cache=True) -> dict:
     final = out / exp.name
     tmp = out / f".{exp.name}.partial"
-    tasks = None
-    if cache:
-        from .._sweep import ResultCache
-        from ._base import CachedExecutor
+    from .._sweep import ResultCache
+    from ._base import CachedExecutor
 
-        # The cache lives in the final folder from the start, so an interrupted run keeps
-        # the tasks that finished; it moves with the results when they replace the folder.
-        tasks = CachedExecutor(ResultCache(final / "cache", pickle=True), executor)
-        executor = tasks
+    # The cache lives in the final folder from the start, so an interrupted run keeps the
+    # tasks that finished; it moves with the results when they replace the folder. Without
+    # a cache the executor still times every task.
+    store = ResultCache(final / "cache", pickle=True) if cache else None
+    tasks = CachedExecutor(store, executor)
+    executor = tasks
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -237,10 +237,13 @@ def _run_one(exp, out, size, data_dir, seeds, progress, executor, host, cache=Tr
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if tasks is not None:
-        tasks.close()
-        record["tasks"] = {"computed": tasks.misses, "from_cache": tasks.hits}
-        write_json(tmp / "results.json", record)
+    tasks.close()
+    record["tasks"] = {
+        "computed": tasks.misses,
+        "from_cache": tasks.hits,
+        "seconds": {k: round(v, 3) for k, v in tasks.seconds.items()},
+    }
+    write_json(tmp / "results.json", record)
     if (final / "cache").exists():  # kept with --no-cache too: it is still valid
         (final / "cache").rename(tmp / "cache")
     # Move into place only now: the old folder (if any) goes as a whole.
@@ -298,7 +301,9 @@ def write_report(out, order=None) -> Path:
             f"(size {rec.get('size')}, {rec.get('seconds', 0):.1f} s, {rec.get('date', '')})",
         ]
         if rec.get("machine"):
-            lines += [f"*Machine:* {describe_machine(rec['machine'])}"]
+            lines += [f"*Machine:* {describe_machine(rec['machine'])}  "]
+        if rec.get("tasks"):
+            lines += [f"*Tasks:* {describe_tasks(rec['tasks'])}"]
         lines.append("")
         if rec.get("summary"):
             lines += [rec["summary"], ""]

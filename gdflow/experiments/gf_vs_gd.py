@@ -44,6 +44,20 @@ from ._base import (
 
 NETS = ("linear", "relu", "leaky_relu")
 CONVS = ("conv_subsample", "conv_maxpool")
+# Seconds of each (panel, network) task at the default size, measured on the 2-core host
+# (2026-12-02, results.json `tasks`). Only their order is used: the costliest tasks are
+# submitted first, so that on two workers the max-pool net does not start last.
+TASK_COST = {
+    ("mnist", "conv_maxpool"): 192,
+    ("digits", "leaky_relu"): 107,
+    ("digits", "relu"): 77,
+    ("mnist", "relu"): 60,
+    ("mnist", "leaky_relu"): 57,
+    ("digits", "linear"): 52,
+    ("mnist", "conv_subsample"): 49,
+    ("mnist", "linear"): 48,
+    ("digits", "tanh"): 19,
+}
 LABEL = {
     "linear": "linear",
     "relu": "ReLU",
@@ -375,7 +389,13 @@ def run(config: Config, *, executor=None, progress: bool = False) -> Results:
         tasks += [(config, panel.name, net, True) for net in nets]
         if panel.control:
             tasks.append((config, panel.name, "tanh", False))
-    recs = run_tasks(net_task, tasks, executor, track=tracker(progress, "networks"))
+    recs = run_tasks(
+        net_task,
+        tasks,
+        executor,
+        track=tracker(progress, "networks"),
+        cost=lambda task: TASK_COST.get(task[1:3], 0),
+    )
     (deep,) = run_tasks(deep_linear_task, [(config,)], executor)
     panels = []
     for panel in config.panels:
