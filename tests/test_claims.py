@@ -82,12 +82,19 @@ def test_task_labels_name_the_task_not_its_config_or_data():
     import numpy as np
 
     from gdflow.experiments import gf_vs_gd
-    from gdflow.experiments._base import CachedExecutor, describe_tasks, task_label
+    from gdflow.experiments._base import (
+        CachedExecutor,
+        apply_task,
+        describe_tasks,
+        task_label,
+    )
 
     config = gf_vs_gd.config("quick")
     assert task_label(gf_vs_gd.net_task, (config, "digits", "relu", True)) == (
         "net_task('digits', 'relu', True)"
     )
+    # a task sent through apply_task is named by the function it applies
+    assert task_label(apply_task, (gf_vs_gd.deep_linear_task, config)) == "deep_linear_task()"
     label = task_label(math.hypot, (np.zeros((3, 2)), np.float64(0.5), (1, 2.5)))
     assert label == "hypot(array(3, 2), 0.5, (1, 2.5))"
     # an executor without a cache times each task and answers plain values

@@ -197,6 +197,13 @@ def run_tasks(
     return [answers[i] for i in range(len(tasks))]
 
 
+def apply_task(fn: Callable, *args):
+    """`fn(*args)`: one module-level function through which tasks of different functions
+    go to the workers in one [`run_tasks`][gdflow.experiments._base.run_tasks] call, so
+    that they share the workers (`run_tasks(apply_task, [(f, a), (g, b)])`)."""
+    return fn(*args)
+
+
 def task_label(fn, task: tuple) -> str:
     """A short name of one task for timing tables: the function's name and the task's
     plain arguments (numbers, strings, short tuples of them), with configs shown by their
@@ -220,6 +227,8 @@ def task_label(fn, task: tuple) -> str:
             return x.__name__
         return type(x).__name__
 
+    if fn is apply_task and task and callable(task[0]):
+        return task_label(task[0], task[1:])
     args = [show(v) for v in task if not (dataclasses.is_dataclass(v) and not isinstance(v, type))]
     return f"{getattr(fn, '__name__', type(fn).__name__)}({', '.join(args)})"
 

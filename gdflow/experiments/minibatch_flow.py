@@ -42,6 +42,7 @@ from ._base import (
     Claim,
     Close,
     Experiment,
+    apply_task,
     claims_table,
     md_table,
     pick,
@@ -420,7 +421,7 @@ def _many_figure(out, c, nb) -> str:
 def run(config: Config, *, executor=None, progress: bool = False) -> Results:
     """Measure everything of the experiment; the grids go through [`run_tasks`][gdflow.experiments._base.run_tasks]."""
     (curves, fig_numbers), (many_curves, many) = run_tasks(
-        _single, [(figure_task, config), (many_batches_task, config)], executor
+        apply_task, [(figure_task, config), (many_batches_task, config)], executor
     )
     rows = run_tasks(
         approx_error_task,
@@ -441,11 +442,6 @@ def run(config: Config, *, executor=None, progress: bool = False) -> Results:
     many["orders"] = {k: gf.fit_order(lrs, v) for k, v in many["errors_at_T"].items()}
     claims = make_claims(config, fig_numbers, rows, orders, many)
     return Results(config, curves, fig_numbers, rows, orders, many_curves, many, claims)
-
-
-def _single(task, config):
-    """One whole-experiment task (a module-level function, so it pickles)."""
-    return task(config)
 
 
 def make_claims(config: Config, f: dict, rows: list, orders: dict, many: dict):

@@ -38,6 +38,7 @@ from ._base import (
     Claim,
     Close,
     Experiment,
+    apply_task,
     claims_table,
     md_table,
     pick,
@@ -579,7 +580,7 @@ def _sgd_text(nb) -> str:
 def run(config: Config, *, executor=None, progress: bool = False) -> Results:
     """Measure everything; the grids (step sizes, seeds) go through [`run_tasks`][gdflow.experiments._base.run_tasks]."""
     (warm, warm_curves), (bowl, bowl_curves) = run_tasks(
-        _single, [(warmup_task, config), (bowl_task, config)], executor
+        apply_task, [(warmup_task, config), (bowl_task, config)], executor
     )
     local_pts = run_tasks(
         local_order_task,
@@ -612,11 +613,6 @@ def run(config: Config, *, executor=None, progress: bool = False) -> Results:
     }
     claims = make_claims(config, warm, bowl, local, glob, sgd)
     return Results(config, warm, warm_curves, bowl, bowl_curves, network, local, glob, sgd, claims)
-
-
-def _single(task, config):
-    """One whole-part task (a module-level function, so it pickles)."""
-    return task(config)
 
 
 def make_claims(config: Config, warm, bowl, local, glob, sgd) -> tuple[Claim, ...]:

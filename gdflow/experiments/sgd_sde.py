@@ -41,6 +41,7 @@ from ._base import (
     Claim,
     Close,
     Experiment,
+    apply_task,
     claims_table,
     md_table,
     pick,
@@ -432,13 +433,9 @@ class Results:
         }
 
 
-def _single(task, config):
-    return task(config)
-
-
 def run(config: Config, *, executor=None, progress: bool = False) -> Results:
     (exact, stationary) = run_tasks(
-        _single, [(exact_task, config), (stationary_task, config)], executor
+        apply_task, [(exact_task, config), (stationary_task, config)], executor
     )
     block = 100
     sgd_tasks = [
