@@ -218,7 +218,10 @@ def net_task(config: Config, panel_name: str, net: str, gd_runs: bool = True) ->
     ts = lr0 * stride * np.arange(steps // stride + 1)
     t_start = time.perf_counter()
     # rtol 1e-6: ReLU fields have kinks where an adaptive solver must shorten its steps
-    # (rtol 1e-8 took ~100x the steps of GD); the GF error stays far below the GD-GF gap.
+    # (rtol 1e-8 took ~100x the steps of GD). The GF error stays far below the gap at lr0,
+    # but not at the largest r on the ReLU nets: on the digits' ReLU net at the default
+    # size it is ~5e-4 at T, 17% of |GD(lr0/10) - GF| (README, "gf-vs-gd"); not measured
+    # by the run itself.
     flow = gf.gradient_flow(problem, float(ts[-1]), ts=ts, rtol=1e-6, atol=1e-9)
     out = {
         "net": net,
