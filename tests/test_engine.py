@@ -241,6 +241,32 @@ def test_per_chunk_checks_find_the_same_failing_step_as_per_step_checks(
     np.testing.assert_array_equal(np.asarray(fast.loss), np.asarray(checked.loss))
 
 
+def test_a_subclass_that_overrides_step_is_checked_every_step_unless_it_declares_again():
+    from gdflow._methods._base import declares_absorbing
+
+    class Wrapped(gf.SGD):  # a step of its own, without `check=`: not declared absorbing
+        def step(self, problem, batching, clock, params, state):
+            return super().step(problem, batching, clock, params, state)
+
+    class Declared(Wrapped):
+        absorbing = True
+
+        def step(self, problem, batching, clock, params, state, *, check=True):
+            return gf.SGD.step(self, problem, batching, clock, params, state, check=check)
+
+    class Undeclared(gf.SGD):
+        absorbing = False
+
+    assert declares_absorbing(gf.SGD(0.1)) and declares_absorbing(Declared(0.1))
+    assert not declares_absorbing(Wrapped(0.1)) and not declares_absorbing(Undeclared(0.1))
+    problem = _failing_at_theta_half("loss")
+    want = gf.gd(problem, 0.1, 50, save_every=3, on_divergence="ignore")
+    for cls in (Wrapped, Declared, Undeclared):
+        got = gf.run(cls(0.1), problem, 50, save_every=3, on_divergence="ignore")
+        assert got.diverged_at == want.diverged_at == 4
+        np.testing.assert_array_equal(np.asarray(got.params), np.asarray(want.params))
+
+
 def test_trajectory_and_stats_pass_through_filter_jit():
     _, problem = _quadratic()
     traj = gf.gd(problem, 0.1, 20, save_every=5)

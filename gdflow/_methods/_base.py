@@ -26,6 +26,7 @@ __all__ = [
     "AbstractMethod",
     "all_finite",
     "batch_for",
+    "declares_absorbing",
     "loss_result",
     "step_result",
     "tree_where",
@@ -65,7 +66,9 @@ class AbstractMethod(eqx.Module):
     `check=False`, whose `result` covers only the loss (`loss_result`): the engine runs
     each compiled chunk so, checks the parameters once at its end, and runs a chunk that
     failed again with `check=True` to find the failing step. The outcome is the same as
-    checking every step, without a pass over the parameters per step.
+    checking every step, without a pass over the parameters per step. The declaration
+    belongs to the `step` beside it: a subclass that overrides `step` without declaring
+    `absorbing = True` again gets every step checked (see `declares_absorbing`).
     """
 
     lr: eqx.AbstractVar[jax.Array | None]
@@ -108,6 +111,16 @@ def step_result(value, grads, new_params):
         ),
         RESULTS.nonfinite_loss,
     )
+
+
+def declares_absorbing(method) -> bool:
+    """Whether `method`'s `step` is one declared `absorbing`: the nearest class (in the
+    method resolution order) that sets `absorbing` sets it true, and no class below it
+    overrides `step` (whose failures might then not be absorbing, e.g. a clipped step)."""
+    mro = type(method).__mro__
+    decl = next((i for i, c in enumerate(mro) if "absorbing" in c.__dict__), None)
+    step = next((i for i, c in enumerate(mro) if "step" in c.__dict__), None)
+    return decl is not None and bool(mro[decl].__dict__["absorbing"]) and step >= decl
 
 
 def loss_result(value):

@@ -243,6 +243,7 @@ def run(
     **Returns:** a [`gdflow.Trajectory`][] whose `stats` is a [`gdflow.RunStats`][].
     """
     from .._methods import AbstractMethod
+    from .._methods._base import declares_absorbing
 
     if not isinstance(method, AbstractMethod):
         raise TypeError(
@@ -300,7 +301,7 @@ def run(
 
     # Methods whose non-finite parameters are absorbing run their chunks with a loss check
     # per step and a parameter check per chunk; a chunk that fails is run again checked.
-    fast = method.absorbing
+    fast = declares_absorbing(method)
     compiled = {}
 
     def call(checked: bool, nb: int, block_steps: int, write: bool):

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import sys
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -320,13 +321,18 @@ class CachedExecutor:
         self.misses = 0
         self._timed: dict[int, tuple[str, float]] = {}  # submission -> (label, seconds)
         self.closed = False
+        # Dask runs the done-callbacks in another thread: storing, closing and reading
+        # the timings take this lock.
+        self._lock = threading.Lock()
 
     @property
     def seconds(self) -> dict[str, float]:
         """`{task label: seconds}` of the tasks computed so far (labels of tasks with
-        equal arguments get `#2`, `#3`, ...)."""
+        equal arguments get `#2`, `#3`, ... in the order they were submitted)."""
+        with self._lock:
+            timed = sorted(self._timed.items())
         out: dict[str, float] = {}
-        for label, sec in self._timed.values():
+        for _, (label, sec) in timed:
             name, n = label, 2
             while name in out:
                 name, n = f"{label} #{n}", n + 1
@@ -341,15 +347,13 @@ class CachedExecutor:
         name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
         text = _stable_repr((task, sorted(jax_settings().items())))
         digest = hashlib.sha256(text.encode()).hexdigest()
-        if self.cache is None:
-            return f"{name}:{digest}"
         return self.cache.key({"task": digest}, task=name)
 
     def submit(self, fn, *task):
         import concurrent.futures as cf
 
-        key = self._key(fn, task)
-        if self.cache is not None and self.cache.contains(key):
+        key = None if self.cache is None else self._key(fn, task)
+        if key is not None and self.cache.contains(key):
             self.hits += 1
             done: cf.Future = cf.Future()
             done.set_result(self.cache.load(key))
@@ -370,15 +374,17 @@ class CachedExecutor:
         return _Storing(future, lambda timed: self._store(key, slot, timed))
 
     def _store(self, key, slot, timed: _Timed) -> None:
-        if self.closed:
-            return
-        self._timed[slot[0]] = (slot[1], timed.seconds)
-        if self.cache is not None and not self.cache.contains(key):
-            self.cache.store(key, timed.value)
+        with self._lock:
+            if self.closed:
+                return
+            self._timed[slot[0]] = (slot[1], timed.seconds)
+            if key is not None and not self.cache.contains(key):
+                self.cache.store(key, timed.value)
 
     def close(self) -> None:
         """Store nothing more (the results and the cache are about to be moved)."""
-        self.closed = True
+        with self._lock:
+            self.closed = True
 
 
 class _Storing:
