@@ -76,6 +76,12 @@ def test_run_tasks_sends_the_costliest_first_and_answers_in_task_order():
     assert sent == tasks  # ties keep the task order
     # in process too
     assert run_tasks(math.hypot, tasks, cost=lambda t: -t[0]) == got
+    # a cost that is not a function, or not a finite number, is refused by name
+    with pytest.raises(TypeError, match="`cost` must be a function"):
+        run_tasks(math.hypot, tasks, cost=3.0)
+    for value in ("big", float("nan"), None):
+        with pytest.raises(ValueError, match="`cost` must return a finite number"):
+            run_tasks(math.hypot, tasks, cost=lambda t, v=value: v)
 
 
 def test_task_labels_name_the_task_not_its_config_or_data():

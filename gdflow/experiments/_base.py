@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -188,7 +189,17 @@ def run_tasks(
     tasks = list(tasks)
     order = list(range(len(tasks)))
     if cost is not None:
-        order.sort(key=lambda i: -cost(tasks[i]))  # a stable sort: ties keep task order
+        if not callable(cost):
+            raise TypeError(
+                f"`cost` must be a function of one task returning its estimated run time "
+                f"(a number), or None; got {cost!r}."
+            )
+        costs = [cost(t) for t in tasks]
+        bad = [c for c in costs if isinstance(c, bool) or not isinstance(c, numbers.Real)]
+        if bad or not all(math.isfinite(c) for c in costs):
+            shown = bad[0] if bad else next(c for c in costs if not math.isfinite(c))
+            raise ValueError(f"`cost` must return a finite number for every task; got {shown!r}.")
+        order.sort(key=lambda i: -costs[i])  # a stable sort: ties keep task order
     it = order if track is None else track(order)
     if executor is None:
         answers = {i: fn(*tasks[i]) for i in it}
@@ -207,8 +218,9 @@ def apply_task(fn: Callable, *args):
 
 def task_label(fn, task: tuple) -> str:
     """A short name of one task for timing tables: the function's name and the task's
-    plain arguments (numbers, strings, short tuples of them), with configs shown by their
-    type, arrays by their shape and 0-d arrays by their value."""
+    plain arguments (numbers, strings, short tuples of them), arrays by their shape and
+    0-d arrays by their value; configs (dataclasses) are left out, or named by their type
+    inside a tuple."""
     import dataclasses
 
     def show(x, depth=0):
