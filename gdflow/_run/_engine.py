@@ -17,6 +17,7 @@ host adds up in Python integers).
 
 from __future__ import annotations
 
+import functools as ft
 import math
 import signal
 import threading
@@ -48,6 +49,41 @@ _MAX_BLOCK = 2**30
 # call is cut into non-saving pieces, so even `save_every=steps` answers promptly).
 _CHUNK_SECONDS = 0.25
 _FIRST_PIECE = 16
+
+
+def _step_counts(method, problem, batching, params0, state):
+    return method.step(problem, batching, (jnp.int32(0), jnp.int32(0)), params0, state)[3]
+
+
+@ft.lru_cache(maxsize=64)
+def _counts_shape_cached(leaves, treedef):
+    return eqx.filter_eval_shape(_step_counts, *jax.tree_util.tree_unflatten(treedef, leaves))
+
+
+def _struct(x):
+    return jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x), weak_type=_weak(x))
+
+
+def _weak(x) -> bool:
+    return bool(getattr(getattr(x, "aval", None), "weak_type", False))
+
+
+def _counts_shape(method, problem, batching, params0, state):
+    """The structure of a step's counters (`eqx.filter_eval_shape` of one step).
+
+    Tracing a step costs as much as its compilation's front end (a quarter of a second
+    for a splitting step with an ODE solve inside), and a run needs the structure before
+    its first chunk: it is cached by the arguments' structure, array shapes and dtypes
+    (the arrays' values cannot change it) and non-array leaves. Arguments with an
+    unhashable non-array leaf are traced every time.
+    """
+    args = (method, problem, batching, params0, state)
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    leaves = tuple(_struct(x) if eqx.is_array(x) else x for x in leaves)
+    try:
+        return _counts_shape_cached(leaves, treedef)
+    except TypeError:  # an unhashable leaf
+        return eqx.filter_eval_shape(_step_counts, *args)
 
 
 @eqx.filter_jit
@@ -275,9 +311,7 @@ def run(
     jax.block_until_ready((state, bufs))
     setup_s = time.perf_counter() - t0
 
-    counts0 = jax.eval_shape(
-        lambda: method.step(problem, batching, (jnp.int32(0), jnp.int32(0)), params0, state)[3]
-    )
+    counts0 = _counts_shape(method, problem, batching, params0, state)
 
     # Host-side scalars are NumPy values: a chunk call then transfers nothing but them.
     def zeros():
