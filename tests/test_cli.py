@@ -44,6 +44,7 @@ QUICK_VERDICTS = {
     "edge-of-stability": {
         "tanh_mse.tracks_below_edge": "holds",
         "relu_cross_entropy.tracks_below_edge": "holds",
+        "relu_cross_entropy.gf_accurate": "holds",
         "relu_cross_entropy.f2.5.hovers": "holds",
         "relu_cross_entropy.f2.5.leaves_gf": "holds",
         "relu_cross_entropy.f2.5.non_monotone": "holds",

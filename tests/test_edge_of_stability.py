@@ -60,6 +60,7 @@ def test_claims_follow_the_measured_numbers():
     net = {
         "activation": "tanh",
         "loss": "mse",
+        "gf_error_over_travel": 1e-4,
         "runs": [
             _run(0.7),
             _run(
@@ -73,6 +74,7 @@ def test_claims_follow_the_measured_numbers():
     }
     v = verdicts(eos.make_claims(cfg, [net], _anchor()))
     assert v["tanh_mse.tracks_below_edge"] == "holds"
+    assert v["tanh_mse.gf_accurate"] == "holds"
     assert v["tanh_mse.f1.5.hovers"] == "holds"
     assert v["tanh_mse.f1.5.leaves_gf"] == "holds"
     assert v["tanh_mse.f1.5.non_monotone"] == "holds"
@@ -81,6 +83,7 @@ def test_claims_follow_the_measured_numbers():
     assert all(v[k] == "holds" for k in v if k.startswith("cf."))
     # The same claims with numbers on the other side of each rule flip.
     net["runs"][0]["max_distance_over_travel"] = 0.2
+    net["gf_error_over_travel"] = 0.02  # a tenth of track_tol is 0.01
     net["runs"][1].update(
         max_distance_over_travel=0.05,
         hover_median=2.6,
@@ -95,6 +98,7 @@ def test_claims_follow_the_measured_numbers():
     v = verdicts(eos.make_claims(cfg, [net], bad))
     for k in (
         "tracks_below_edge",
+        "gf_accurate",
         "f1.5.hovers",
         "f1.5.leaves_gf",
         "f1.5.non_monotone",
