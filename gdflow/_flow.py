@@ -486,10 +486,14 @@ def gradient_flow(
         if isinstance(solver_, diffrax.AbstractAdaptiveSolver) or hasattr(solver_, "tableau"):
             # A step below a few ulps of the time cannot advance it: stop there (a
             # finite-time blow-up, a non-finite field or extreme stiffness) instead of
-            # spinning on to `max_steps`. Traced, so `evaluate` reuses the compilation.
+            # spinning on to `max_steps`. The floor and the tolerances are traced, so
+            # `evaluate` and a solve at another rtol, atol or horizon reuse the compilation.
             dtmin = _DTMIN_ULPS * float(jnp.finfo(dtype).eps) * max(abs(t0), abs(t1f))
             controller = diffrax.PIDController(
-                rtol=rtol, atol=atol, dtmin=jnp.asarray(dtmin, dtype), force_dtmin=False
+                rtol=jnp.asarray(rtol, dtype),
+                atol=jnp.asarray(atol, dtype),
+                dtmin=jnp.asarray(dtmin, dtype),
+                force_dtmin=False,
             )
         else:
             if dt0 is None:

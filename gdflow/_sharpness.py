@@ -83,8 +83,23 @@ def _crossing(ts, lam, lr):
     return float(ts[i - 1] + (2.0 - a) / (b - a) * (ts[i] - ts[i - 1])), i
 
 
+# Blocks per compiled call of `_gd_blocks`. The block count is traced, not static, so
+# runs of any length (GD at several step sizes over one horizon) share one compilation;
+# the unused blocks of the last call are skipped by a `lax.cond`, at no cost.
+_CHUNK = 32
+
+
 @eqx.filter_jit
-def _gd_blocks(loss, unravel, data, x0, V0, lr, every, blocks, tol, max_iters, save_params):
+def _gd_blocks(
+    loss, unravel, data, x0, V0, n0, lr, every, todo, last, tol, max_iters, save_params
+):
+    """Up to `_CHUNK` blocks from `(x0, V0)`: an eigen-solve, then `every` GD steps.
+
+    The first `todo` blocks run, the rest are skipped (zeros); with `last`, the point
+    after the final block is measured too. Returns the carry `(x, V, hvps)` to continue
+    from, the per-block outputs and the final measurement.
+    """
+
     def f(y):
         return loss(unravel(y), data)
 
@@ -98,22 +113,35 @@ def _gd_blocks(loss, unravel, data, x0, V0, lr, every, blocks, tol, max_iters, s
         value, g = value_and_grad(y)
         return y - lr * g, value
 
-    def block(carry, _):
+    def run(carry):
         x, V, n = carry
         lam, X, res, h = measure(x, V)
         x_new, ls = jax.lax.scan(gd_step, x, None, length=every)  # ls[0] = L(x)
         return (x_new, X, n + h), (lam, res, ls, x if save_params else None)
 
-    (xT, VT, n), (lam, res, ls, xs) = jax.lax.scan(
-        block, (x0, V0, jnp.zeros((), jnp.int32)), None, length=blocks
+    def block(carry, i):
+        shapes = jax.eval_shape(run, carry)[1]
+
+        def skip(c):
+            return c, jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+
+        return jax.lax.cond(i < todo, run, skip, carry)
+
+    (xT, VT, n), outs = jax.lax.scan(block, (x0, V0, n0), jnp.arange(_CHUNK))
+
+    def final(c):
+        x, V, _ = c
+        lam, _, res, h = measure(x, V)
+        return lam, res, f(x), h
+
+    fin_shapes = jax.eval_shape(final, (xT, VT, n))
+    fin = jax.lax.cond(
+        last,
+        final,
+        lambda c: jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), fin_shapes),
+        (xT, VT, n),
     )
-    lamT, _, resT, hT = measure(xT, VT)
-    lam = jnp.concatenate([lam, lamT[None]])
-    res = jnp.concatenate([res, resT[None]])
-    ls = jnp.concatenate([ls.reshape(-1), f(xT)[None]])
-    if save_params:
-        xs = jnp.concatenate([xs, xT[None]])
-    return lam, res, ls, n + hT, xs
+    return (xT, VT, n), outs, fin
 
 
 def _start(P, m, dtype, key):
@@ -191,23 +219,40 @@ def sharpness_gd(
     if k + guard > P:
         raise ValueError(f"`k + guard` = {k + guard} exceeds the {P} parameters.")
     V0 = _start(P, k + guard, x0.dtype, key)
-    args = (
-        problem.loss,
-        unravel,
-        problem.data,
-        x0,
-        V0,
-        jnp.asarray(lr, x0.dtype),
-        every,
-        steps // every,
-        jnp.asarray(tol, x0.dtype),
-        max_iters,
-        save_params,
-    )
     from ._run import run_compiled
 
-    (lam, res, step_loss, n, xs), _, run_s = run_compiled(_gd_blocks, *args)
-    step_loss = np.asarray(step_loss)
+    carry = (x0, V0, jnp.zeros((), jnp.int32))
+    blocks, done, run_s, parts = steps // every, 0, 0.0, []
+    while done < blocks:
+        todo = blocks - done
+        (carry, outs, fin), _, seconds = run_compiled(
+            _gd_blocks,
+            problem.loss,
+            unravel,
+            problem.data,
+            *carry,
+            jnp.asarray(lr, x0.dtype),
+            every,
+            jnp.asarray(todo, jnp.int32),
+            jnp.asarray(todo <= _CHUNK),
+            jnp.asarray(tol, x0.dtype),
+            max_iters,
+            save_params,
+        )
+        run_s += seconds
+        used = min(todo, _CHUNK)
+        parts.append(jax.tree_util.tree_map(lambda a, u=used: np.asarray(a[:u]), outs))
+        done += used
+    lam_f, res_f, loss_f, h_f = fin
+    lam = np.concatenate([p[0] for p in parts] + [np.asarray(lam_f)[None]])
+    res = np.concatenate([p[1] for p in parts] + [np.asarray(res_f)[None]])
+    step_loss = np.concatenate([p[2].reshape(-1) for p in parts] + [np.asarray(loss_f)[None]])
+    n = int(carry[2]) + int(h_f)
+    xs = (
+        np.concatenate([p[3] for p in parts] + [np.asarray(carry[0])[None]])
+        if save_params
+        else None
+    )
     ts = lr * np.arange(0, steps + 1, every, dtype=np.float64)
     lam = np.asarray(lam)[:, :k]
     t_cross, i_cross = _crossing(ts, lam[:, 0], lr)
@@ -223,7 +268,7 @@ def sharpness_gd(
         crossing_index=i_cross,
         seconds=run_s,
         step_loss=step_loss,
-        flat_params=None if xs is None else np.asarray(xs),
+        flat_params=xs,
     )
 
 

@@ -69,6 +69,31 @@ def test_custom_field_and_float32_state():
     np.testing.assert_allclose(np.asarray(flow.final), np.exp(-1.0) * np.ones(2), rtol=1e-5)
 
 
+def test_another_tolerance_or_horizon_reuses_the_compiled_solve():
+    # Tolerances and horizon are traced: a solve at another rtol/atol or t1 (a check
+    # solve, a second step size's horizon) traces the field no more often than a repeated
+    # identical solve does (which only validates it), and each result is still expm's.
+    H = _spd(3, 0.5, 2.0, seed=1)
+    th0 = np.ones(3)
+    problem = gf.problems.quadratic(H, params0=th0)
+    traced = []
+
+    def field(params, data):
+        traced.append(1)
+        return jax.tree_util.tree_map(jnp.negative, jax.grad(problem.loss)(params, data))
+
+    runs = [(1.0, 1e-8, 1e-10), (1.0, 1e-8, 1e-10), (1.0, 1e-10, 1e-12), (2.5, 1e-9, 1e-11)]
+    counts = []
+    for t1, rtol, atol in runs:
+        flow = gf.gradient_flow(problem, t1, ts=[0.0, t1], field=field, rtol=rtol, atol=atol)
+        want = sl.expm(-t1 * H) @ th0
+        np.testing.assert_allclose(np.asarray(flow.final), want, atol=100 * rtol)
+        counts.append(len(traced))
+    repeat = counts[1] - counts[0]
+    assert counts[0] > repeat  # the first solve traced the field inside the solver
+    assert counts[2] - counts[1] == repeat and counts[3] - counts[2] == repeat
+
+
 def test_pytree_params_flow_and_gd():
     def loss(p, batch):
         return jnp.mean(0.5 * jnp.sum(p["a"] ** 2) + 0.5 * 3.0 * p["b"] ** 2 + 0 * batch["x"])

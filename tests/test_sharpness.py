@@ -56,6 +56,38 @@ def test_sharpness_gd_keeps_every_loss_and_the_iterates_at_its_points():
         sharpness_gd(prob, lr, steps, every=every, save_params=1)
 
 
+def test_sharpness_gd_over_many_compiled_calls_is_one_run_and_shares_a_compilation():
+    """75 blocks take three compiled calls of 32: losses and iterates are those of `gf.gd`
+    (an independent run), eigenvalues those of a dense `eigh` on both sides of the calls'
+    boundaries; another step size and length traces the loss no more."""
+    base = _mlp()
+    traced = []
+
+    def loss(p, batch):
+        traced.append(1)
+        return base.loss(p, batch)
+
+    prob = gf.Problem(loss, base.data, base.params0)
+    lr, every, blocks = 0.05, 2, 75
+    steps = every * blocks
+    path = sharpness_gd(prob, lr, steps, every=every, k=1, guard=1, tol=1e-10, max_iters=200)
+    assert len(traced) > 0
+    first = len(traced)
+    gd = gf.gd(base, lr, steps, save_every=1)
+    assert path.eigenvalues.shape == (blocks + 1, 1) and path.step_loss.shape == (steps + 1,)
+    np.testing.assert_allclose(path.step_loss, np.asarray(gd.loss), rtol=1e-12)
+    for i in (0, 31, 32, 64, blocks):
+        top = _dense_top(base, gd.at(i * every), 1)
+        np.testing.assert_allclose(path.eigenvalues[i], top, rtol=1e-8)
+    assert path.hvps > 0
+    again = sharpness_gd(prob, 0.02, every * 9, every=every, tol=1e-10, max_iters=200)
+    assert len(traced) == first  # another lr and length: the same compilation
+    np.testing.assert_allclose(again.step_loss, np.asarray(gf.gd(base, 0.02, 18).loss), rtol=1e-12)
+    saved = sharpness_gd(prob, 0.03, every * 40, every=every, save_params=True)
+    gd2 = gf.gd(base, 0.03, every * 40, save_every=every)
+    np.testing.assert_allclose(saved.flat_params, np.asarray(gd2.flat()), rtol=1e-12)
+
+
 def test_sharpness_along_a_flow_matches_dense_eigh():
     prob = _mlp()
     flow = gf.gradient_flow(prob, 2.0, ts=np.linspace(0, 2.0, 5))
