@@ -57,6 +57,50 @@ def test_run_tasks_same_in_process_and_on_an_executor():
         assert run_tasks(math.hypot, tasks, ex) == run_tasks(math.hypot, tasks) == [5.0, 13.0]
 
 
+def test_run_tasks_progress_counts_finished_tasks_not_submissions():
+    # Workers that cannot start until a gate opens (after the submissions): a bar that
+    # counted submissions would advance three times with nothing finished.
+    import threading
+
+    gate, lock, finished, seen = threading.Event(), threading.Lock(), [], []
+
+    def task(a, b):
+        gate.wait()
+        with lock:
+            finished.append((a, b))
+        return math.hypot(a, b)
+
+    def track(iterable):
+        assert len(iterable) == 3  # the bar's total
+        threading.Timer(0.05, gate.set).start()
+        for item in iterable:
+            with lock:
+                seen.append(len(finished))
+            yield item
+
+    tasks = [(3, 4), (5, 12), (8, 15)]
+    with concurrent.futures.ThreadPoolExecutor(3) as ex:
+        assert run_tasks(task, tasks, ex, track=track) == [5.0, 13.0, 17.0]
+    assert len(seen) == 3 and all(n >= k + 1 for k, n in enumerate(seen))
+    # in process (tasks run inside `submit`), each is reported as soon as it finishes
+    from gdflow.experiments._base import CachedExecutor
+
+    seen.clear()
+    finished.clear()
+
+    def track_in_process(iterable):
+        for item in iterable:
+            seen.append(len(finished))
+            yield item
+
+    assert run_tasks(task, tasks, CachedExecutor(None), track=track_in_process) == [
+        5.0,
+        13.0,
+        17.0,
+    ]
+    assert seen == [1, 2, 3]
+
+
 def test_run_tasks_sends_the_costliest_first_and_answers_in_task_order():
     sent = []
 

@@ -178,8 +178,10 @@ def run_tasks(
     tuples of picklable values, so that the same list runs unchanged on any
     `concurrent.futures.Executor`-shaped object (`executor.submit(fn, *task)` returning
     futures with `.result()`): a process pool, or a Dask `distributed.Client`.
-    `executor=None` runs in this process, in order. `track` wraps the iteration (a
-    progress bar) in the in-process case.
+    `executor=None` runs in this process, in order. `track` wraps the iteration over the
+    tasks as they finish (a progress bar): on an executor the bar counts completed
+    tasks, not submissions, since the futures report when they are done
+    (`add_done_callback`, which `concurrent.futures` and Dask futures have).
 
     `cost(task)`, when given, estimates a task's run time (any unit): tasks are then
     submitted costliest first, so that on $w$ workers the longest ones do not start last
@@ -200,13 +202,50 @@ def run_tasks(
             shown = bad[0] if bad else next(c for c in costs if not math.isfinite(c))
             raise ValueError(f"`cost` must return a finite number for every task; got {shown!r}.")
         order.sort(key=lambda i: -costs[i])  # a stable sort: ties keep task order
-    it = order if track is None else track(order)
     if executor is None:
+        it = order if track is None else track(order)
         answers = {i: fn(*tasks[i]) for i in it}
     else:
-        futures = {i: executor.submit(fn, *tasks[i]) for i in it}  # in-process runs here
-        answers = {i: f.result() for i, f in futures.items()}
+        done = _Completions(executor, fn, tasks, order)
+        answers = {i: done.futures[i].result() for i in (done if track is None else track(done))}
     return [answers[i] for i in range(len(tasks))]
+
+
+class _Completions:
+    """Submits the tasks in `order` and yields each one's index as it finishes: at once
+    for an executor that runs a task inside `submit` (in process), else as the workers
+    report. A future without `add_done_callback` counts as finished when submitted."""
+
+    def __init__(self, executor, fn, tasks, order):
+        self.executor, self.fn, self.tasks, self.order = executor, fn, tasks, order
+        self.futures: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self):
+        import queue
+
+        finished: queue.SimpleQueue = queue.SimpleQueue()
+        given = 0
+        for i in self.order:
+            future = self.executor.submit(self.fn, *self.tasks[i])
+            self.futures[i] = future
+            notify = getattr(future, "add_done_callback", None)
+            if notify is None:
+                finished.put(i)
+            else:
+                notify(lambda _, i=i: finished.put(i))
+            while not finished.empty():
+                given += 1
+                yield finished.get()
+        while given < len(self.order):
+            try:  # a timeout, so that Ctrl-C is seen between waits
+                index = finished.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            given += 1
+            yield index
 
 
 def apply_task(fn: Callable, *args):
