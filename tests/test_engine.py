@@ -297,6 +297,33 @@ def test_a_repeated_run_traces_its_step_only_once_and_a_new_shape_traces_again()
     assert len(traced) > first  # other shapes: traced (and compiled) again
 
 
+def test_runs_of_other_lengths_share_the_compiled_chunk_and_save_every_point():
+    # Saved-point buffers come in a few sizes: runs of 7, 12 and 30 steps (8, 13 and 31
+    # points, or 4 with save_every=3) trace the step no more after the first, and every
+    # saved point is still (I - lr H)^k theta0.
+    traced = []
+
+    class Counted(gf.SGD):
+        absorbing = True
+
+        def step(self, problem, batching, clock, params, state, *, check=True):
+            traced.append(1)
+            return gf.SGD.step(self, problem, batching, clock, params, state, check=check)
+
+    H, problem = _quadratic((1.0, 3.0))
+    lr, th0 = 0.1, np.asarray(problem.params0)
+    gf.run(Counted(lr), problem, 7)
+    first = len(traced)
+    for steps, every in ((12, 1), (30, 1), (10, 3)):
+        traj = gf.run(Counted(lr), problem, steps, save_every=every)
+        ks = [min(s * every, steps) for s in range(-(-steps // every) + 1)]
+        assert len(traj) == len(ks)
+        for k, got in zip(ks, np.asarray(traj.params)):
+            want = np.linalg.matrix_power(np.eye(2) - lr * np.asarray(H), k) @ th0
+            np.testing.assert_allclose(got, want, rtol=1e-13)
+    assert len(traced) == first
+
+
 def test_trajectory_and_stats_pass_through_filter_jit():
     _, problem = _quadratic()
     traj = gf.gd(problem, 0.1, 20, save_every=5)

@@ -49,6 +49,12 @@ _MAX_BLOCK = 2**30
 # call is cut into non-saving pieces, so even `save_every=steps` answers promptly).
 _CHUNK_SECONDS = 0.25
 _FIRST_PIECE = 16
+# Saved-point buffers come in a few sizes, so that runs of different lengths (a search
+# over step counts, replays, GD at several step sizes) share their compilations: at
+# least _MIN_SLOTS points where they take at most _MIN_SLOTS_BYTES, above that sizes
+# with four significant bits (at most an eighth of the slots unused).
+_MIN_SLOTS = 64
+_MIN_SLOTS_BYTES = 8 * 2**20
 
 
 def _step_counts(method, problem, batching, params0, state):
@@ -84,6 +90,17 @@ def _counts_shape(method, problem, batching, params0, state):
         return _counts_shape_cached(leaves, treedef)
     except TypeError:  # an unhashable leaf
         return eqx.filter_eval_shape(_step_counts, *args)
+
+
+def _buffer_slots(num_saves: int, params0) -> int:
+    """The saved-point buffer's length for `num_saves` points (see `_MIN_SLOTS`)."""
+    leaves = jax.tree_util.tree_leaves(params0)
+    per = 8 + sum(int(np.size(x)) * jnp.dtype(jnp.result_type(x)).itemsize for x in leaves)
+    floor = max(1, min(_MIN_SLOTS, _MIN_SLOTS_BYTES // per))
+    if num_saves <= floor:
+        return floor
+    shift = max(num_saves.bit_length() - 4, 0)
+    return -(-num_saves >> shift) << shift
 
 
 @eqx.filter_jit
@@ -253,7 +270,9 @@ def run(
     The engine behind [`gdflow.gd`][], [`gdflow.sgd`][], [`gdflow.descent`][] and
     [`gdflow.split`][]: `method` is an [`gdflow.AbstractMethod`][] (e.g.
     [`gdflow.SGD`][], [`gdflow.Optax`][], [`gdflow.Splitting`][]). Only the saved
-    iterates are kept (memory $O(\text{steps}/\text{save\_every})$ iterates). Saved
+    iterates are kept (memory $O(\text{steps}/\text{save\_every})$ iterates; the buffer
+    is allocated in a few sizes, at most an eighth or 8 MiB larger, so that runs of other
+    lengths reuse the compilation). Saved
     point $s$ is method step $\min(s\cdot\text{save\_every}, \text{steps})$, at time
     $t = k\cdot\mathrm{lr}$ with $k$ its batch-step count ($t = k$ without `lr`).
 
@@ -307,7 +326,7 @@ def run(
 
     params0 = problem.params0
     t0 = time.perf_counter()
-    state, bufs = _init(method, problem, batching, params0, num_saves)
+    state, bufs = _init(method, problem, batching, params0, _buffer_slots(num_saves, params0))
     jax.block_until_ready((state, bufs))
     setup_s = time.perf_counter() - t0
 
