@@ -83,17 +83,19 @@ def _crossing(ts, lam, lr):
     return float(ts[i - 1] + (2.0 - a) / (b - a) * (ts[i] - ts[i - 1])), i
 
 
-# Blocks per compiled call of `_gd_blocks`. The block count is traced, not static, so
-# runs of any length (GD at several step sizes over one horizon) share one compilation;
-# the unused blocks of the last call are skipped by a `lax.cond`, at no cost.
+# Blocks per compiled call of `_gd_blocks`: at most _CHUNK, fewer for a shorter run (a
+# power of two) or where a call's outputs would pass _CHUNK_BYTES. The block count is
+# traced, not static, so runs of any length (GD at several step sizes over one horizon)
+# share one compilation; the unused blocks of the last call are skipped by a `lax.cond`.
 _CHUNK = 32
+_CHUNK_BYTES = 8 * 2**20
 
 
 @eqx.filter_jit
 def _gd_blocks(
-    loss, unravel, data, x0, V0, n0, lr, every, todo, last, tol, max_iters, save_params
+    loss, unravel, data, x0, V0, n0, lr, every, chunk, todo, last, tol, max_iters, save_params
 ):
-    """Up to `_CHUNK` blocks from `(x0, V0)`: an eigen-solve, then `every` GD steps.
+    """Up to `chunk` blocks from `(x0, V0)`: an eigen-solve, then `every` GD steps.
 
     The first `todo` blocks run, the rest are skipped (zeros); with `last`, the point
     after the final block is measured too. Returns the carry `(x, V, hvps)` to continue
@@ -127,7 +129,7 @@ def _gd_blocks(
 
         return jax.lax.cond(i < todo, run, skip, carry)
 
-    (xT, VT, n), outs = jax.lax.scan(block, (x0, V0, n0), jnp.arange(_CHUNK))
+    (xT, VT, n), outs = jax.lax.scan(block, (x0, V0, n0), jnp.arange(chunk))
 
     def final(c):
         x, V, _ = c
@@ -223,6 +225,8 @@ def sharpness_gd(
 
     carry = (x0, V0, jnp.zeros((), jnp.int32))
     blocks, done, run_s, parts = steps // every, 0, 0.0, []
+    per_block = 8 * (every + 2 * (k + guard)) + (x0.dtype.itemsize * P if save_params else 0)
+    chunk = max(1, min(_CHUNK, _CHUNK_BYTES // per_block, 1 << (blocks - 1).bit_length()))
     while done < blocks:
         todo = blocks - done
         (carry, outs, fin), _, seconds = run_compiled(
@@ -233,15 +237,16 @@ def sharpness_gd(
             *carry,
             jnp.asarray(lr, x0.dtype),
             every,
+            chunk,
             jnp.asarray(todo, jnp.int32),
-            jnp.asarray(todo <= _CHUNK),
+            jnp.asarray(todo <= chunk),
             jnp.asarray(tol, x0.dtype),
             max_iters,
             save_params,
         )
         run_s += seconds
-        used = min(todo, _CHUNK)
-        parts.append(jax.tree_util.tree_map(lambda a, u=used: np.asarray(a[:u]), outs))
+        used = min(todo, chunk)
+        parts.append(jax.tree_util.tree_map(lambda a, u=used: np.asarray(a)[:u], outs))
         done += used
     lam_f, res_f, loss_f, h_f = fin
     lam = np.concatenate([p[0] for p in parts] + [np.asarray(lam_f)[None]])

@@ -4,6 +4,7 @@ import concurrent.futures
 import dataclasses
 import json
 import math
+import types
 
 import pytest
 
@@ -93,12 +94,29 @@ def test_run_tasks_progress_counts_finished_tasks_not_submissions():
             seen.append(len(finished))
             yield item
 
-    assert run_tasks(task, tasks, CachedExecutor(None), track=track_in_process) == [
-        5.0,
-        13.0,
-        17.0,
-    ]
-    assert seen == [1, 2, 3]
+    got = run_tasks(task, tasks, CachedExecutor(None), track=track_in_process)
+    assert got == [5.0, 13.0, 17.0] and seen == [1, 2, 3]
+
+    # futures that offer only `.result()`: all are submitted before any is waited on
+    submitted = []
+
+    class ResultOnly:
+        def __init__(self, pool):
+            self.pool = pool
+
+        def submit(self, fn, *task):
+            submitted.append(task)
+            return types.SimpleNamespace(result=self.pool.submit(fn, *task).result)
+
+    def track_submitted(iterable):
+        for item in iterable:
+            seen.append(len(submitted))
+            yield item
+
+    seen.clear()
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        got = run_tasks(math.hypot, tasks, ResultOnly(pool), track=track_submitted)
+    assert got == [5.0, 13.0, 17.0] and seen == [3, 3, 3]
 
 
 def test_run_tasks_sends_the_costliest_first_and_answers_in_task_order():

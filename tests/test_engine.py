@@ -299,8 +299,8 @@ def test_a_repeated_run_traces_its_step_only_once_and_a_new_shape_traces_again()
 
 def test_runs_of_other_lengths_share_the_compiled_chunk_and_save_every_point():
     # Saved-point buffers come in a few sizes: runs of 7, 12 and 30 steps (8, 13 and 31
-    # points, or 4 with save_every=3) trace the step no more after the first, and every
-    # saved point is still (I - lr H)^k theta0.
+    # points, or 5 for 10 steps saving every 3) trace the step no more after the first,
+    # and every saved point is still (I - lr H)^k theta0.
     traced = []
 
     class Counted(gf.SGD):
@@ -322,6 +322,21 @@ def test_runs_of_other_lengths_share_the_compiled_chunk_and_save_every_point():
             want = np.linalg.matrix_power(np.eye(2) - lr * np.asarray(H), k) @ th0
             np.testing.assert_allclose(got, want, rtol=1e-13)
     assert len(traced) == first
+
+
+def test_buffer_slots_are_few_sizes_at_most_an_eighth_or_8_mib_larger():
+    from gdflow._run._engine import _MIN_SLOTS_BYTES, _buffer_slots
+
+    small = jnp.zeros(50)  # 64 slots of 408 bytes fit in 8 MiB
+    assert {_buffer_slots(n, small) for n in range(1, 65)} == {64}
+    sizes = [_buffer_slots(n, small) for n in range(1, 5000)]
+    assert all(s >= n for n, s in enumerate(sizes, 1))
+    assert all(s <= max(64, -(-9 * n // 8)) for n, s in enumerate(sizes, 1))
+    assert sizes == sorted(sizes) and len(set(sizes)) < 100
+    big = {"w": jnp.zeros((500, 1000)), "b": jnp.zeros(1000, jnp.float32)}  # ~4 MB a point
+    floor = _buffer_slots(1, big)
+    per = 8 + 500 * 1000 * 8 + 1000 * 4
+    assert floor == _MIN_SLOTS_BYTES // per == 2 and _buffer_slots(3, big) == 3
 
 
 def test_trajectory_and_stats_pass_through_filter_jit():

@@ -57,9 +57,9 @@ def test_sharpness_gd_keeps_every_loss_and_the_iterates_at_its_points():
 
 
 def test_sharpness_gd_over_many_compiled_calls_is_one_run_and_shares_a_compilation():
-    """75 blocks take three compiled calls of 32: losses and iterates are those of `gf.gd`
-    (an independent run), eigenvalues those of a dense `eigh` on both sides of the calls'
-    boundaries; another step size and length traces the loss no more."""
+    """75 blocks take three compiled calls of 32: losses are those of `gf.gd` (an
+    independent run), eigenvalues those of a dense `eigh` on both sides of the calls'
+    boundaries; another step size and length (40 blocks) traces the loss no more."""
     base = _mlp()
     traced = []
 
@@ -80,12 +80,32 @@ def test_sharpness_gd_over_many_compiled_calls_is_one_run_and_shares_a_compilati
         top = _dense_top(base, gd.at(i * every), 1)
         np.testing.assert_allclose(path.eigenvalues[i], top, rtol=1e-8)
     assert path.hvps > 0
-    again = sharpness_gd(prob, 0.02, every * 9, every=every, tol=1e-10, max_iters=200)
+    again = sharpness_gd(prob, 0.02, every * 40, every=every, tol=1e-10, max_iters=200)
     assert len(traced) == first  # another lr and length: the same compilation
-    np.testing.assert_allclose(again.step_loss, np.asarray(gf.gd(base, 0.02, 18).loss), rtol=1e-12)
+    want = np.asarray(gf.gd(base, 0.02, every * 40).loss)
+    np.testing.assert_allclose(again.step_loss, want, rtol=1e-12)
     saved = sharpness_gd(prob, 0.03, every * 40, every=every, save_params=True)
     gd2 = gf.gd(base, 0.03, every * 40, save_every=every)
     np.testing.assert_allclose(saved.flat_params, np.asarray(gd2.flat()), rtol=1e-12)
+
+
+def test_sharpness_gd_is_one_run_however_many_blocks_a_call_takes(monkeypatch):
+    """10 blocks in one call (16 slots), in calls of 4, 4 and 2, and one block a call
+    (outputs capped at one block's bytes): the same eigenvalues, HVP count, losses and
+    iterates."""
+    from gdflow import _sharpness
+
+    prob = _mlp()
+    kw = dict(every=2, k=1, guard=1, tol=1e-10, max_iters=200, save_params=True)
+    one = sharpness_gd(prob, 0.05, 20, **kw)
+    for name, value in (("_CHUNK", 4), ("_CHUNK_BYTES", 1)):
+        with monkeypatch.context() as m:
+            m.setattr(_sharpness, name, value)
+            other = sharpness_gd(prob, 0.05, 20, **kw)
+        np.testing.assert_allclose(other.eigenvalues, one.eigenvalues, rtol=1e-12)
+        np.testing.assert_allclose(other.step_loss, one.step_loss, rtol=1e-12)
+        np.testing.assert_allclose(other.flat_params, one.flat_params, rtol=1e-12)
+        assert other.hvps == one.hvps and len(other.ts) == 11
 
 
 def test_sharpness_along_a_flow_matches_dense_eigh():

@@ -180,8 +180,10 @@ def run_tasks(
     futures with `.result()`): a process pool, or a Dask `distributed.Client`.
     `executor=None` runs in this process, in order. `track` wraps the iteration over the
     tasks as they finish (a progress bar): on an executor the bar counts completed
-    tasks, not submissions, since the futures report when they are done
-    (`add_done_callback`, which `concurrent.futures` and Dask futures have).
+    tasks, not submissions, where the futures report when they are done
+    (`add_done_callback`, which `concurrent.futures` and Dask futures have; others count
+    once all are submitted). A task that failed raises as soon as it is seen: the tasks
+    not yet submitted are not run (a cache keeps those that finished).
 
     `cost(task)`, when given, estimates a task's run time (any unit): tasks are then
     submitted costliest first, so that on $w$ workers the longest ones do not start last
@@ -214,7 +216,8 @@ def run_tasks(
 class _Completions:
     """Submits the tasks in `order` and yields each one's index as it finishes: at once
     for an executor that runs a task inside `submit` (in process), else as the workers
-    report. A future without `add_done_callback` counts as finished when submitted."""
+    report. Futures without `add_done_callback` are reported once all are submitted, so
+    that waiting on one does not hold back the submission of the others."""
 
     def __init__(self, executor, fn, tasks, order):
         self.executor, self.fn, self.tasks, self.order = executor, fn, tasks, order
@@ -227,18 +230,20 @@ class _Completions:
         import queue
 
         finished: queue.SimpleQueue = queue.SimpleQueue()
-        given = 0
+        given, silent = 0, []
         for i in self.order:
             future = self.executor.submit(self.fn, *self.tasks[i])
             self.futures[i] = future
             notify = getattr(future, "add_done_callback", None)
-            if notify is None:
-                finished.put(i)
+            if notify is None:  # reported after the submissions, not to wait on it now
+                silent.append(i)
             else:
                 notify(lambda _, i=i: finished.put(i))
             while not finished.empty():
                 given += 1
                 yield finished.get()
+        for i in silent:
+            finished.put(i)
         while given < len(self.order):
             try:  # a timeout, so that Ctrl-C is seen between waits
                 index = finished.get(timeout=0.5)
