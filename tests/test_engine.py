@@ -267,12 +267,9 @@ def test_a_subclass_that_overrides_step_is_checked_every_step_unless_it_declares
         np.testing.assert_array_equal(np.asarray(got.params), np.asarray(want.params))
 
 
-def test_a_repeated_run_traces_its_step_only_once_and_a_new_shape_traces_again():
-    # Each run needs the structure of a step's counters before its first chunk; tracing a
-    # step again for every run cost a quarter of a second a call for the splitting
-    # optimiser's ODE steps. Runs that differ only in array values reuse both the traced
-    # structure and the compiled chunk; the results stay those of the closed form.
-    traced = []
+def _tracing_sgd(traced: list):
+    """A new subclass of gf.SGD (so a compile cache of its own) whose step appends to
+    `traced` each time it is traced."""
 
     class Counted(gf.SGD):
         absorbing = True
@@ -280,6 +277,17 @@ def test_a_repeated_run_traces_its_step_only_once_and_a_new_shape_traces_again()
         def step(self, problem, batching, clock, params, state, *, check=True):
             traced.append(1)
             return gf.SGD.step(self, problem, batching, clock, params, state, check=check)
+
+    return Counted
+
+
+def test_a_repeated_run_traces_its_step_only_once_and_a_new_shape_traces_again():
+    # Each run needs the structure of a step's counters before its first chunk; tracing a
+    # step again for every run cost a quarter of a second a call for the splitting
+    # optimiser's ODE steps. Runs that differ only in array values reuse both the traced
+    # structure and the compiled chunk; the results stay those of the closed form.
+    traced = []
+    Counted = _tracing_sgd(traced)
 
     H, problem = _quadratic((1.0, 3.0))
     lr = 0.1
@@ -302,13 +310,7 @@ def test_runs_of_other_lengths_share_the_compiled_chunk_and_save_every_point():
     # points, or 5 for 10 steps saving every 3) trace the step no more after the first,
     # and every saved point is still (I - lr H)^k theta0.
     traced = []
-
-    class Counted(gf.SGD):
-        absorbing = True
-
-        def step(self, problem, batching, clock, params, state, *, check=True):
-            traced.append(1)
-            return gf.SGD.step(self, problem, batching, clock, params, state, check=check)
+    Counted = _tracing_sgd(traced)
 
     H, problem = _quadratic((1.0, 3.0))
     lr, th0 = 0.1, np.asarray(problem.params0)
