@@ -135,7 +135,9 @@ class SDESolution(eqx.Module):
 
 @eqx.filter_jit
 def _solve(problem, lr, keys, ts, t1, b, order, solver, steps, stratonovich):
-    # Non-array arguments (t1, b, order, solver, steps, stratonovich) are static.
+    # Non-array arguments (b, order, solver, stratonovich) are static; the horizon `t1`
+    # and the step count `steps` are traced, so runs at other step sizes and horizons
+    # reuse the compilation.
     loss = problem.loss
     data = problem.data
     dtype = _float_dtype(problem.params0)
@@ -161,8 +163,7 @@ def _solve(problem, lr, keys, ts, t1, b, order, solver, steps, stratonovich):
         return lx.FunctionLinearOperator(lambda w: noise(y, d, w), in_struct)
 
     t0 = jnp.zeros((), dtype)
-    t1 = jnp.asarray(t1, dtype)
-    dt0 = t1 / steps
+    dt0 = t1 / steps.astype(dtype)
 
     def one(key):
         bm = diffrax.UnsafeBrownianPath(shape=in_struct, key=key)
@@ -177,7 +178,9 @@ def _solve(problem, lr, keys, ts, t1, b, order, solver, steps, stratonovich):
             args=data,
             saveat=diffrax.SaveAt(ts=ts),
             stepsize_controller=diffrax.ConstantStepSize(),
-            max_steps=steps + 1,
+            # Fixed steps: the loop ends at t1 after `steps` of them; no bound to set
+            # (a static one would make every step count a compilation of its own).
+            max_steps=None,
             # No gradients through the solve are needed, and UnsafeBrownianPath (the
             # fast path for fixed steps) refuses the default checkpointed adjoint.
             adjoint=diffrax.ForwardMode(),
@@ -406,11 +409,11 @@ def sgd_sde(
         lr_arr,
         keys,
         ts_arr,
-        t1,
+        jnp.asarray(t1, dtype),
         b,
         order,
         solver,
-        steps,
+        jnp.asarray(steps, jnp.int32),
         stratonovich,
     )
     if not bool(ok) or not bool(jnp.all(jnp.isfinite(full))):

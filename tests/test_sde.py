@@ -328,3 +328,40 @@ def test_refusals(lsq):
         sgd_sde(problem, -0.1, 1.0, rep, key=key, paths=2)
     with pytest.raises(ValueError, match="paths"):
         sgd_sde(problem, 0.1, 1.0, rep, key=key, paths=0)
+
+
+def test_other_step_sizes_and_horizons_reuse_the_compiled_sde_solve():
+    # Identical examples: the gradient noise vanishes and Euler–Maruyama is Euler on GF,
+    # replayed in NumPy. The step count and horizon are traced: a run at another lr, dt
+    # and t1 traces the loss no more often than a repeated identical run does.
+    x, yv = np.array([0.6, -0.8]), 0.5
+    X, y = np.tile(x, (N, 1)), np.full(N, yv)
+    base = gf.problems.least_squares(jnp.asarray(X), jnp.asarray(y), params0=jnp.asarray(TH0))
+    traced = []
+
+    def loss(p, d):
+        traced.append(1)
+        return base.loss(p, d)
+
+    problem = gf.Problem(loss, base.data, base.params0)
+    A, c = np.outer(x, x), x * yv
+    counts = []
+    for lr, t1, dt in ((0.1, 1.0, 0.05), (0.1, 1.0, 0.05), (0.2, 2.0, 0.04)):
+        sol = sgd_sde(
+            problem,
+            lr,
+            t1,
+            gf.Replacement(B, jax.random.key(1)),
+            key=jax.random.key(2),
+            paths=2,
+            ts=[0.0, t1],
+            dt=dt,
+        )
+        th = TH0.copy()
+        for _ in range(int(round(t1 / dt))):
+            th = th - dt * (A @ th - c)
+        assert sol.steps == int(round(t1 / dt))
+        np.testing.assert_allclose(np.asarray(sol.params)[:, -1], [th, th], rtol=1e-12)
+        counts.append(len(traced))
+    repeat = counts[1] - counts[0]
+    assert counts[0] > repeat and counts[2] - counts[1] == repeat
