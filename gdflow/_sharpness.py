@@ -166,8 +166,10 @@ def sharpness_gd(
 ) -> SharpnessPath:
     r"""Full-batch GD with the top-`k` Hessian eigenvalues every `every` steps.
 
-    One compiled loop: `every` GD steps $\theta \leftarrow \theta - \eta\nabla L(\theta)$,
-    then a block eigen-solve ([`gdflow._central.track_eigs`][]) at the current iterate,
+    A compiled loop of blocks, run in calls of up to 32 blocks whose count is traced (so
+    that runs of other lengths and step sizes reuse the compilation): a block eigen-solve
+    ([`gdflow._central.track_eigs`][]) at the current iterate, then `every` GD steps
+    $\theta \leftarrow \theta - \eta\nabla L(\theta)$; the eigen-solve is
     warm-started from the previous eigenvectors (`k + guard` vectors; the guard vectors
     help an eigenvalue rising from below into the top `k` to be caught), to a relative
     residual `tol`. Points: steps $0, e, 2e, \dots$ and the last. The loss is kept at
