@@ -33,6 +33,7 @@ from jax.flatten_util import ravel_pytree
 
 from ._problem import Problem
 from ._trajectory import Trajectory
+from ._tree import tree_zeros
 from ._validate import nonnegative_finite, one_of, positive_finite, positive_int
 
 PyTree = Any
@@ -483,7 +484,7 @@ def _integrate(loss, unravel, data, x0, V0, cfg, h, n_saves, per_save, method):
     Y0 = jnp.zeros((cfg.k, cfg.k), x0.dtype)
 
     _, _, _, diag_shape, _ = jax.eval_shape(lambda: _field(f, x0, V0, Y0, cfg, counts0))
-    diag0 = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), diag_shape)
+    diag0 = tree_zeros(diag_shape)
 
     def save_block(carry, _):
         x, V, Y, counts = carry

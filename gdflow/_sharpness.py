@@ -21,6 +21,7 @@ from jax.flatten_util import ravel_pytree
 from ._central import _hvp, _track
 from ._problem import Problem
 from ._trajectory import Trajectory
+from ._tree import tree_zeros
 from ._validate import nonnegative_finite, positive_finite, positive_int
 
 __all__ = ["SharpnessPath", "sharpness_along", "sharpness_gd"]
@@ -122,12 +123,8 @@ def _gd_blocks(
         return (x_new, X, n + h), (lam, res, ls, x if save_params else None)
 
     def block(carry, i):
-        shapes = jax.eval_shape(run, carry)[1]
-
-        def skip(c):
-            return c, jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
-
-        return jax.lax.cond(i < todo, run, skip, carry)
+        outputs = jax.eval_shape(run, carry)[1]
+        return jax.lax.cond(i < todo, run, lambda c: (c, tree_zeros(outputs)), carry)
 
     (xT, VT, n), outs = jax.lax.scan(block, (x0, V0, n0), jnp.arange(chunk))
 
@@ -137,12 +134,7 @@ def _gd_blocks(
         return lam, res, f(x), h
 
     fin_shapes = jax.eval_shape(final, (xT, VT, n))
-    fin = jax.lax.cond(
-        last,
-        final,
-        lambda c: jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), fin_shapes),
-        (xT, VT, n),
-    )
+    fin = jax.lax.cond(last, final, lambda c: tree_zeros(fin_shapes), (xT, VT, n))
     return (xT, VT, n), outs, fin
 
 

@@ -12,12 +12,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["all_finite", "finite_code", "tree_where"]
+__all__ = ["all_finite", "finite_code", "tree_where", "tree_zeros"]
 
 
 def tree_where(pred, a, b):
     """`a` where `pred` else `b`, leaf by leaf."""
     return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
+
+
+def tree_zeros(shapes):
+    """Zeros of the shapes and dtypes of `shapes` (e.g. a `jax.eval_shape` result)."""
+    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
 def _combine(flags, empty):
