@@ -1,5 +1,6 @@
 # Two commands on a fresh machine with python3 and make:
 #   make reproduce   # gdflow reproduce all --workers 2 (default size) -> results/report.md
+#   make quick       # the smoke size, whole experiments on 2 workers (--spread experiments)
 #   make test        # the test suite
 # Each creates the virtual environment .venv on first use.
 
@@ -27,7 +28,7 @@ reproduce: $(STAMP)
 	$(BIN)/gdflow reproduce all --workers $(WORKERS) --out $(OUT)
 
 quick: $(STAMP)
-	$(BIN)/gdflow reproduce all --quick --out $(OUT)
+	$(BIN)/gdflow reproduce all --quick --workers $(WORKERS) --spread experiments --out $(OUT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check gdflow tests benchmarks

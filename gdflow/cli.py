@@ -47,6 +47,14 @@ def _parser() -> argparse.ArgumentParser:
         help="run the tasks on an existing Dask cluster (address tcp://HOST:PORT)",
     )
     rep.add_argument(
+        "--spread",
+        choices=("tasks", "experiments"),
+        default="tasks",
+        help="with --workers/--scheduler: spread each experiment's tasks over the workers "
+        "(tasks, the default), or give each worker whole experiments (experiments: "
+        "faster at --quick, which is bound by compilation; the workers must see --out)",
+    )
+    rep.add_argument(
         "--no-cache",
         action="store_true",
         help="recompute every task (default: tasks finished in DIR/NAME/cache/ are skipped)",
@@ -97,6 +105,7 @@ def main(argv=None) -> int:
                 progress=not args.no_progress,
                 executor=executor,
                 cache=not args.no_cache,
+                spread=args.spread,
                 log=lambda msg: print(msg, file=sys.stderr),
             )
     except Interrupted as e:

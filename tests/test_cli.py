@@ -1,5 +1,6 @@
 """The command end to end: `gdflow reproduce all --quick` writes figures, results and a report."""
 
+import concurrent.futures as cf
 import json
 import subprocess
 import sys
@@ -72,8 +73,11 @@ QUICK_VERDICTS = {
 
 
 def test_reproduce_all_quick(tmp_path):
+    """`make quick`: every experiment whole on one of two spawned workers. (That a worker
+    computes what this process would, to the bit, is checked on minibatch-flow below.)"""
     out = tmp_path / "res"
-    assert main(["reproduce", "all", "--quick", "--out", str(out), "--no-progress"]) == 0
+    argv = ["reproduce", "all", "--quick", "--out", str(out), "--no-progress"]
+    assert main([*argv, "--workers", "2", "--spread", "experiments"]) == 0
     report = (out / "report.md").read_text()
     names = list(registry())
     assert "modified-loss" in names
@@ -171,6 +175,16 @@ def test_experiment_tasks_are_cached_resumed_and_run_on_a_real_dask_cluster(tmp_
     assert remote["numbers"] == rec["numbers"]
     assert [c["verdict"] for c in remote["claims"]] == [c["verdict"] for c in rec["claims"]]
 
+    # The whole experiment as one task on a worker: its tasks in order there, cached there.
+    whole = tmp_path / "c"
+    argv = ["reproduce", name, "--quick", "--out", str(whole), "--no-progress"]
+    assert main([*argv, "--workers", "2", "--spread", "experiments"]) == 0
+    on_worker = _numbers(whole, name)
+    assert on_worker["numbers"] == rec["numbers"]
+    assert (on_worker["tasks"]["computed"], on_worker["tasks"]["from_cache"]) == (total, 0)
+    assert len(list((whole / name / "cache").rglob("*.npz"))) == total
+    assert not list(whole.glob(".*"))
+
 
 def test_cache_keys_see_every_digit_of_array_arguments():
     import numpy as np
@@ -204,3 +218,97 @@ def test_workers_and_scheduler_are_checked(tmp_path, capsys):
     assert "--workers must be >= 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # one or the other, not both
         main([*argv, "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"])
+
+
+class _Recording(cf.Executor):
+    """Records the submissions; `outcome(args)` says what each future does: an exception
+    (it fails, as if its worker were lost), `None` (it never finishes) or a value."""
+
+    def __init__(self, outcome):
+        self.outcome, self.calls, self.futures = outcome, [], []
+
+    def submit(self, fn, *args):
+        self.calls.append(args)
+        future = cf.Future()
+        self.futures.append(future)
+        what = self.outcome(args)
+        if isinstance(what, BaseException):
+            future.set_exception(what)
+        elif what is not None:
+            future.set_result(what)
+        return future
+
+
+def _lost(args):
+    return RuntimeError("worker lost")
+
+
+def test_spread_experiments_submits_longest_first_and_records_a_lost_worker(tmp_path):
+    from gdflow.experiments import reproduce
+
+    names = ["modified-loss", "minibatch-flow", "edge-of-stability", "splitting"]
+    typical = {n: registry()[n].seconds["quick"] for n in names}
+    assert len(set(typical.values())) == len(names)  # a strict order to check
+    ex = _Recording(_lost)
+    kw = dict(size="quick", executor=ex, spread="experiments", progress=False, log=lambda m: None)
+    records = reproduce(names, tmp_path, **kw)
+    assert [args[0] for args in ex.calls] == sorted(names, key=lambda n: -typical[n])
+    assert list(records) == names
+    report = (tmp_path / "report.md").read_text()
+    for n in names:
+        saved = json.loads((tmp_path / n / "results.json").read_text())
+        assert saved["status"] == records[n]["status"] == "failed"
+        assert saved["error"] == "RuntimeError: worker lost"
+    assert report.count("**This experiment failed:**") == len(names)
+    assert not list(tmp_path.glob(".*"))
+
+    # A time measured in `out` at this size, by a run that finished, comes before the
+    # typical one; failed runs and runs at another size do not count.
+    def finished(name, size, seconds):
+        record = {"name": name, "status": "ok", "size": size, "seconds": seconds}
+        (tmp_path / name / "results.json").write_text(json.dumps(record))
+
+    finished("minibatch-flow", "quick", 1000.0)
+    finished("modified-loss", "default", 5000.0)
+    ex = _Recording(_lost)
+    reproduce(names, tmp_path, **{**kw, "executor": ex})
+    expected = [
+        "minibatch-flow",
+        *sorted(set(names) - {"minibatch-flow"}, key=lambda n: -typical[n]),
+    ]
+    assert [args[0] for args in ex.calls] == expected
+
+
+def test_spread_is_checked_and_a_worker_that_cannot_see_out_says_so(tmp_path):
+    from gdflow.experiments import reproduce
+    from gdflow.experiments._runner import _run_whole
+
+    with pytest.raises(ValueError, match="`spread` must be one of"):
+        reproduce(["minibatch-flow"], tmp_path, spread="experiment")
+    with pytest.raises(RuntimeError, match="cannot see the output folder .*spread='tasks'"):
+        _run_whole("minibatch-flow", str(tmp_path / "elsewhere"), "quick", None, None, {}, True)
+
+
+def test_ctrl_c_with_whole_experiments_on_workers_keeps_what_finished(tmp_path):
+    from gdflow.experiments import Interrupted, reproduce
+
+    def outcome(args):  # minibatch-flow finishes; the others never do
+        return {"status": "ok", "seconds": 1.0} if args[0] == "minibatch-flow" else None
+
+    def log(message):  # Ctrl-C just as the first experiment is reported done
+        if "done in" in message:
+            raise KeyboardInterrupt
+
+    ex = _Recording(outcome)
+    names = ["modified-loss", "minibatch-flow", "sgd-sde"]
+    kw = dict(size="quick", executor=ex, spread="experiments", progress=False, log=log)
+    with pytest.raises(Interrupted) as info:
+        reproduce(names, tmp_path, **kw)
+    assert info.value.finished == ["minibatch-flow"]
+    assert info.value.name == "modified-loss, sgd-sde"
+    message = str(info.value)
+    assert "during the unfinished 'modified-loss', 'sgd-sde';" in message
+    assert "keeps minibatch-flow" in message and str(tmp_path / "NAME" / "cache") in message
+    pending = [f for args, f in zip(ex.calls, ex.futures) if args[0] != "minibatch-flow"]
+    assert len(pending) == 2 and all(f.cancelled() for f in pending)
+    assert (tmp_path / "report.md").exists()

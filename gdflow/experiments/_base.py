@@ -25,7 +25,7 @@ import math
 import numbers
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -518,6 +518,10 @@ class Experiment:
       `claims` and `numbers()` (a JSON-ready dict).
     - `figures`: `figures(results, out) -> list[str]`.
     - `report`: `report(results) -> str`.
+    - `seconds`: roughly how long it runs at each size (`{"quick": 34.0, ...}`), as last
+      measured in one process on the 2-core reference machine. Used only to order work:
+      `reproduce(..., spread="experiments")` submits the longest experiments first (a
+      time measured in the output folder takes precedence). Never a verdict.
     """
 
     name: str
@@ -528,6 +532,7 @@ class Experiment:
     run: Callable[..., Any]
     figures: Callable[[Any, Path], list[str]]
     report: Callable[[Any], str]
+    seconds: Mapping[str, float] = dataclasses.field(default_factory=dict, compare=False)
 
 
 def jsonable(obj: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import shutil
@@ -12,6 +13,8 @@ import traceback
 from pathlib import Path
 
 from ._base import Experiment, claims_table, describe_tasks, write_json
+
+SPREADS = ("tasks", "experiments")  # what `reproduce(..., spread=)` gives the workers
 
 
 def _enable_x64() -> None:
@@ -71,13 +74,19 @@ def _versions() -> dict:
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during `reproduce`: says what was interrupted and what the report keeps."""
 
-    def __init__(self, name: str, finished: list[str], out: Path):
-        self.name, self.finished, self.out = name, finished, out
+    def __init__(self, name: str | list[str], finished: list[str], out: Path):
+        names = [name] if isinstance(name, str) else list(name)
+        self.name, self.finished, self.out = ", ".join(names), finished, out
         kept = ", ".join(finished) if finished else "no experiment of this run"
+        if len(names) == 1:
+            during, theirs, caches = repr(names[0]), "its", out / names[0] / "cache"
+        else:  # experiments on workers: those running and those waiting
+            during = "the unfinished " + ", ".join(map(repr, names))
+            theirs, caches = "their", out / "NAME" / "cache"
         super().__init__(
-            f"interrupted during {name!r}; {out / 'report.md'} keeps {kept} "
-            f"(and any earlier results); {name!r}'s results were left as they were, and "
-            f"its tasks that finished are in {out / name / 'cache'} for the rerun."
+            f"interrupted during {during}; {out / 'report.md'} keeps {kept} "
+            f"(and any earlier results); {theirs} results were left as they were, and "
+            f"the tasks that finished are in {caches} for the rerun."
         )
 
 
@@ -128,6 +137,7 @@ def reproduce(
     executor=None,
     cache: bool = True,
     log=print,
+    spread: str = "tasks",
 ) -> dict[str, dict]:
     """Run experiments `names` (a list, or `"all"`) and write their results.
 
@@ -141,9 +151,28 @@ def reproduce(
     gdflow's version) and a rerun skips the finished ones; `executor` runs the tasks (a
     Dask client for `--workers`/`--scheduler`, else this process).
 
+    `spread` says what the executor's workers are given:
+
+    - `"tasks"` (default): the experiments run one after another, each one's grid
+      spread over the workers task by task. Best where one experiment has many long
+      tasks (the default and full sizes).
+    - `"experiments"`: each experiment is one task; a worker runs its grid itself, in
+      order, and writes its folder. Best where the run is bound by compilation (the
+      quick size): no two experiments share a compiled function, so a worker compiles
+      only what its own experiments need, where spreading tasks makes every worker
+      compile nearly everything. The experiments are submitted longest first, by the
+      time each one took in this `out` folder at this size, else by its typical time
+      (`Experiment.seconds`); ones with neither go first, in the listed order. The workers must see `out` and `data_dir` (a local cluster, or
+      a shared filesystem); a worker that does not fails that experiment with an error
+      saying so. On Ctrl-C the experiments not yet finished keep their finished tasks
+      in their caches; their unfinished folders (`out/.NAME.partial`) are removed by
+      the next run.
+
+    Without an executor both run everything in this process.
+
     **Returns:** a dict from name to the record written to `results.json`.
 
-    **Raises:** `ValueError` for an unknown name, a bad `size`, `--data` or
+    **Raises:** `ValueError` for an unknown name, a bad `size`, `spread`, `--data` or
     `--out` (checked before anything is written); [`Interrupted`][gdflow.experiments._runner.Interrupted] on Ctrl-C.
     """
     from . import registry
@@ -158,6 +187,8 @@ def reproduce(
             raise ValueError(
                 f"unknown experiment(s) {unknown}; available: {', '.join(available)} or 'all'."
             )
+    if spread not in SPREADS:
+        raise ValueError(f"`spread` must be one of {SPREADS}; got {spread!r}.")
     data_dir = check_data_dir(data_dir)  # before the output folder is created
     out = check_out_dir(out)
     import matplotlib
@@ -165,6 +196,10 @@ def reproduce(
     matplotlib.use("Agg")
     _enable_x64()
     host = machine()
+    if spread == "experiments" and executor is not None:
+        return _reproduce_spread(
+            chosen, out, size, data_dir, seeds, progress, executor, host, cache, log
+        )
     records: dict[str, dict] = {}
     finished: list[str] = []
     for name in chosen:
@@ -175,14 +210,131 @@ def reproduce(
         except KeyboardInterrupt:
             write_report(out, list(available))
             raise Interrupted(name, finished, out) from None
-        if record["status"] == "ok":
-            log(f"[gdflow] {name}: done in {record['seconds']:.1f} s -> {out / name}")
-        else:
-            log(f"[gdflow] {name} FAILED: {record['error']}")
         records[name] = record
         finished.append(name)
-        write_report(out, list(available))
+        _ended(name, record, out, list(available), log)
     return records
+
+
+def _ended(name: str, record: dict, out: Path, order: list[str], log) -> None:
+    """Say how experiment `name` ended, and rewrite the report."""
+    if record["status"] == "ok":
+        log(f"[gdflow] {name}: done in {record['seconds']:.1f} s -> {out / name}")
+    else:
+        log(f"[gdflow] {name} FAILED: {record['error']}")
+    write_report(out, order)
+
+
+def _last_seconds(out: Path, name: str, size: str) -> float | None:
+    """How long experiment `name` took when it last ran at `size` into `out` and finished;
+    `None` if it did not."""
+    try:
+        rec = json.loads((out / name / "results.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    seconds = rec.get("seconds")
+    if rec.get("status") != "ok" or rec.get("size") != size:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+        return None
+    return float(seconds)
+
+
+def _run_whole(name, out, size, data_dir, seeds, host, cache) -> dict:
+    """One experiment, start to finish, on a worker: its tasks in this process, in order."""
+    out = Path(out)
+    if not out.is_dir():
+        raise RuntimeError(
+            f"this worker ({platform.node()}) cannot see the output folder {out}: "
+            "spread='experiments' needs workers that share the filesystem (a local "
+            "cluster, --workers N); use spread='tasks' on a remote scheduler."
+        )
+    import matplotlib
+
+    matplotlib.use("Agg")
+    _enable_x64()
+    from . import registry
+
+    return _run_one(registry()[name], out, size, data_dir, seeds, False, None, host, cache)
+
+
+def _reproduce_spread(chosen, out, size, data_dir, seeds, progress, executor, host, cache, log):
+    """`reproduce(..., spread="experiments")`: every experiment one task on `executor`."""
+    from . import registry
+    from ._base import _Completions, tracker
+
+    available = registry()
+    # Longest first (the longest-processing-time rule): by the time measured in `out` at
+    # this size, else the experiment's typical time; ones with neither first, in order.
+    last = [_last_seconds(out, n, size) for n in chosen]
+    last = [available[n].seconds.get(size) if t is None else t for n, t in zip(chosen, last)]
+    order = sorted(range(len(chosen)), key=lambda i: -math.inf if last[i] is None else -last[i])
+    tasks = [(name, str(out), size, data_dir, seeds, host, cache) for name in chosen]
+    for i in order:
+        log(f"[gdflow] {chosen[i]}: {available[chosen[i]].title} (size {size}) on a worker")
+    done = _Completions(executor, _run_whole, tasks, order)
+    records: dict[str, dict] = {}
+    finished: list[str] = []
+    try:
+        for i in tracker(progress, "experiments")(done):
+            name = chosen[i]
+            try:
+                record = done.futures[i].result()
+            except Exception as e:  # the worker, not the experiment, failed
+                record = _failed_record(available[name], out, size, host, e)
+            records[name] = record
+            finished.append(name)
+            _ended(name, record, out, list(available), log)
+    except KeyboardInterrupt:
+        from .._sweep._executors import _cancel
+
+        _cancel(executor, [f for j, f in done.futures.items() if chosen[j] not in finished])
+        write_report(out, list(available))
+        running = [n for n in chosen if n not in finished]
+        raise Interrupted(running, finished, out) from None
+    return {name: records[name] for name in chosen}
+
+
+def _header(exp, size, host) -> dict:
+    return {
+        "name": exp.name,
+        "title": exp.title,
+        "source": exp.source,
+        "summary": exp.summary,
+        "size": size,
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "machine": host,
+    }
+
+
+def _failed_record(exp, out, size, host, error: BaseException) -> dict:
+    """The record of an experiment whose worker failed, written to `out/NAME/results.json`
+    (the cache kept, the rest of the old folder replaced)."""
+    record = _header(exp, size, host)
+    record.update(status="failed", error=f"{type(error).__name__}: {error}", seconds=0.0)
+    tmp = out / f".{exp.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    write_json(tmp / "results.json", record)
+    _install(out, exp.name, tmp)
+    return record
+
+
+def _install(out: Path, name: str, tmp: Path) -> None:
+    """Move the finished folder `tmp` to `out/name`, with the old folder's cache."""
+    final = out / name
+    if (final / "cache").exists():  # kept with --no-cache too: it is still valid
+        (final / "cache").rename(tmp / "cache")
+    # Move into place only now: the old folder (if any) goes as a whole.
+    if final.exists():
+        old = out / f".{name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
 
 
 def _run_one(exp, out, size, data_dir, seeds, progress, executor, host, cache=True) -> dict:
@@ -201,16 +353,7 @@ def _run_one(exp, out, size, data_dir, seeds, progress, executor, host, cache=Tr
         shutil.rmtree(tmp)
     tmp.mkdir()
     start = time.perf_counter()
-    record = {
-        "name": exp.name,
-        "title": exp.title,
-        "source": exp.source,
-        "summary": exp.summary,
-        "size": size,
-        "date": _dt.datetime.now().isoformat(timespec="seconds"),
-        "versions": _versions(),
-        "machine": host,
-    }
+    record = _header(exp, size, host)
     try:
         try:
             config = exp.config(size, data_dir=data_dir, seeds=seeds)
@@ -244,17 +387,7 @@ def _run_one(exp, out, size, data_dir, seeds, progress, executor, host, cache=Tr
         "seconds": {k: round(v, 3) for k, v in tasks.seconds.items()},
     }
     write_json(tmp / "results.json", record)
-    if (final / "cache").exists():  # kept with --no-cache too: it is still valid
-        (final / "cache").rename(tmp / "cache")
-    # Move into place only now: the old folder (if any) goes as a whole.
-    if final.exists():
-        old = out / f".{exp.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(final)
+    _install(out, exp.name, tmp)
     return record
 
 

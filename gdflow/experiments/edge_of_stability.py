@@ -932,4 +932,5 @@ EXPERIMENT = Experiment(
     run=run,
     figures=figures,
     report=report,
+    seconds={"quick": 34.0, "default": 99.0},  # 2026-12-04, for ordering only
 )

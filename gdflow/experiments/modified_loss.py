@@ -748,4 +748,5 @@ EXPERIMENT = Experiment(
     run=run,
     figures=figures,
     report=report,
+    seconds={"quick": 21.0, "default": 40.0, "full": 76.0},  # 2026-12-04, for ordering only
 )

@@ -748,4 +748,5 @@ EXPERIMENT = Experiment(
     run=run,
     figures=figures,
     report=report,
+    seconds={"quick": 23.0, "default": 44.0, "full": 222.0},  # 2026-12-04, for ordering only
 )

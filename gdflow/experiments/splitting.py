@@ -1146,4 +1146,5 @@ EXPERIMENT = Experiment(
     run=run,
     figures=figures,
     report=report,
+    seconds={"quick": 20.0, "default": 121.0},  # 2026-12-04, for ordering only
 )
