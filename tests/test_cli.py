@@ -2,6 +2,7 @@
 
 import concurrent.futures as cf
 import json
+import os
 import subprocess
 import sys
 
@@ -99,6 +100,7 @@ def test_reproduce_all_quick(tmp_path):
         for claim, verdict in QUICK_VERDICTS.get(name, {}).items():
             assert verdicts[claim] == verdict, (name, claim, record["claims"])
         assert record["machine"]["cpu_count"] >= 1
+        assert record["process"]["pid"] != os.getpid()  # on a worker
     assert "*Machine:*" in report and "CPU core" in report
     assert not list(out.glob(".*"))  # no temporary folder left behind
 
@@ -181,6 +183,7 @@ def test_experiment_tasks_are_cached_resumed_and_run_on_a_real_dask_cluster(tmp_
     assert main([*argv, "--workers", "2", "--spread", "experiments"]) == 0
     on_worker = _numbers(whole, name)
     assert on_worker["numbers"] == rec["numbers"]
+    assert rec["process"]["pid"] == os.getpid() != on_worker["process"]["pid"]
     assert (on_worker["tasks"]["computed"], on_worker["tasks"]["from_cache"]) == (total, 0)
     assert len(list((whole / name / "cache").rglob("*.npz"))) == total
     assert not list(whole.glob(".*"))
@@ -222,12 +225,16 @@ def test_workers_and_scheduler_are_checked(tmp_path, capsys):
 
 class _Recording(cf.Executor):
     """Records the submissions; `outcome(args)` says what each future does: an exception
-    (it fails, as if its worker were lost), `None` (it never finishes) or a value."""
+    (it fails, as if its worker were lost), `None` (it never finishes) or a record (it
+    finishes, timed as a worker's task is)."""
 
     def __init__(self, outcome):
-        self.outcome, self.calls, self.futures = outcome, [], []
+        self.outcome, self.calls, self.futures, self.fns = outcome, [], [], []
 
     def submit(self, fn, *args):
+        from gdflow.experiments._base import _Timed
+
+        self.fns.append(fn)
         self.calls.append(args)
         future = cf.Future()
         self.futures.append(future)
@@ -235,7 +242,7 @@ class _Recording(cf.Executor):
         if isinstance(what, BaseException):
             future.set_exception(what)
         elif what is not None:
-            future.set_result(what)
+            future.set_result(_Timed(what, 1.0))
         return future
 
 
@@ -244,6 +251,7 @@ def _lost(args):
 
 
 def test_spread_experiments_submits_longest_first_and_records_a_lost_worker(tmp_path):
+    from gdflow._sweep import jax_settings
     from gdflow.experiments import reproduce
 
     names = ["modified-loss", "minibatch-flow", "edge-of-stability", "splitting"]
@@ -251,25 +259,32 @@ def test_spread_experiments_submits_longest_first_and_records_a_lost_worker(tmp_
     assert len(set(typical.values())) == len(names)  # a strict order to check
     ex = _Recording(_lost)
     kw = dict(size="quick", executor=ex, spread="experiments", progress=False, log=lambda m: None)
-    records = reproduce(names, tmp_path, **kw)
+    records = reproduce([*names, "splitting"], tmp_path, **kw)  # each name runs once
     assert [args[0] for args in ex.calls] == sorted(names, key=lambda n: -typical[n])
     assert list(records) == names
+    # every worker gets the caller's JAX options, and a marker that only this run wrote
+    assert all(fn.settings == jax_settings() for fn in ex.fns)
+    assert len({args[2] for args in ex.calls}) == 1 and ex.calls[0][2].startswith(".gdflow-")
     report = (tmp_path / "report.md").read_text()
     for n in names:
         saved = json.loads((tmp_path / n / "results.json").read_text())
         assert saved["status"] == records[n]["status"] == "failed"
         assert saved["error"] == "RuntimeError: worker lost"
+        assert "RuntimeError: worker lost" in saved["traceback"]
     assert report.count("**This experiment failed:**") == len(names)
-    assert not list(tmp_path.glob(".*"))
+    assert not list(tmp_path.glob(".*"))  # the marker too
 
-    # A time measured in `out` at this size, by a run that finished, comes before the
-    # typical one; failed runs and runs at another size do not count.
-    def finished(name, size, seconds):
+    # A time measured in `out` at this size, by a run that finished and computed its
+    # tasks, comes before the typical one; failed runs, runs at another size and runs
+    # answered from the cache do not count.
+    def finished(name, size, seconds, from_cache=0):
         record = {"name": name, "status": "ok", "size": size, "seconds": seconds}
+        record["tasks"] = {"computed": 5, "from_cache": from_cache}
         (tmp_path / name / "results.json").write_text(json.dumps(record))
 
     finished("minibatch-flow", "quick", 1000.0)
     finished("modified-loss", "default", 5000.0)
+    finished("splitting", "quick", 2000.0, from_cache=5)
     ex = _Recording(_lost)
     reproduce(names, tmp_path, **{**kw, "executor": ex})
     expected = [
@@ -279,14 +294,38 @@ def test_spread_experiments_submits_longest_first_and_records_a_lost_worker(tmp_
     assert [args[0] for args in ex.calls] == expected
 
 
-def test_spread_is_checked_and_a_worker_that_cannot_see_out_says_so(tmp_path):
+def test_spread_is_checked_and_a_worker_that_cannot_see_out_or_data_says_so(tmp_path):
     from gdflow.experiments import reproduce
     from gdflow.experiments._runner import _run_whole
 
     with pytest.raises(ValueError, match="`spread` must be one of"):
         reproduce(["minibatch-flow"], tmp_path, spread="experiment")
+    # a folder of the same name is not enough: the caller's marker must be in it
+    args = ("quick", None, None, True)
     with pytest.raises(RuntimeError, match="cannot see the output folder .*spread='tasks'"):
-        _run_whole("minibatch-flow", str(tmp_path / "elsewhere"), "quick", None, None, {}, True)
+        _run_whole("minibatch-flow", str(tmp_path), ".gdflow-run-x", *args)
+    (tmp_path / ".gdflow-run-x").write_text("")
+    with pytest.raises(ValueError, match="`--data` .*nodata is not a directory"):
+        nodata = str(tmp_path / "nodata")
+        _run_whole("minibatch-flow", str(tmp_path), ".gdflow-run-x", "quick", nodata, None, True)
+
+
+def test_a_run_stopped_while_moving_its_folder_loses_neither_results_nor_cache(tmp_path):
+    """A worker killed between `out/NAME -> .NAME.old` and `.NAME.partial -> out/NAME`
+    (the cache already moved into the partial folder): the next run puts both back."""
+    from gdflow.experiments._runner import _fresh_partial
+
+    old, partial = tmp_path / ".a.old", tmp_path / ".a.partial"
+    old.mkdir()
+    (old / "results.json").write_text("{}")
+    (partial / "cache").mkdir(parents=True)
+    (partial / "cache" / "t.npz").write_bytes(b"x")
+    (partial / "f.png").write_bytes(b"half-written")
+    fresh = _fresh_partial(tmp_path, "a")
+    assert fresh == partial and not list(fresh.iterdir())
+    assert (tmp_path / "a" / "results.json").read_text() == "{}"
+    assert (tmp_path / "a" / "cache" / "t.npz").read_bytes() == b"x"
+    assert not old.exists()
 
 
 def test_ctrl_c_with_whole_experiments_on_workers_keeps_what_finished(tmp_path):
@@ -311,4 +350,4 @@ def test_ctrl_c_with_whole_experiments_on_workers_keeps_what_finished(tmp_path):
     assert "keeps minibatch-flow" in message and str(tmp_path / "NAME" / "cache") in message
     pending = [f for args, f in zip(ex.calls, ex.futures) if args[0] != "minibatch-flow"]
     assert len(pending) == 2 and all(f.cancelled() for f in pending)
-    assert (tmp_path / "report.md").exists()
+    assert (tmp_path / "report.md").exists() and not list(tmp_path.glob(".gdflow-*"))

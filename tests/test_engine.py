@@ -142,8 +142,16 @@ def test_ctrl_c_stops_between_chunks_and_keeps_what_finished(monkeypatch):
     _one_step_chunks(monkeypatch)
     H, problem = _quadratic()
     meter = _Recorder(log=[], interrupt_after=12)
-    with pytest.raises(gf.RunInterrupted, match="interrupted at batch step 12 of 50") as info:
-        gf.gd(problem, 0.1, 50, save_every=10, progress=meter)
+    # Python's own Ctrl-C handler, whatever this process inherited: a background job of a
+    # non-interactive shell (`make test &` in a script) starts with SIGINT ignored, and
+    # such a process keeps ignoring it (the next test).
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(gf.RunInterrupted, match="interrupted at batch step 12 of 50") as info:
+            gf.gd(problem, 0.1, 50, save_every=10, progress=meter)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, old)
     traj = info.value.trajectory
     assert isinstance(info.value, KeyboardInterrupt) and traj.stats.outcome == "interrupted"
     # The saved points 0 and 10, and the state at step 12 where it stopped.
@@ -153,7 +161,6 @@ def test_ctrl_c_stops_between_chunks_and_keeps_what_finished(monkeypatch):
         for k in (0, 10, 12)
     ]
     np.testing.assert_allclose(np.asarray(traj.params), expect, rtol=1e-13)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_a_process_that_ignores_ctrl_c_keeps_ignoring_it(monkeypatch):

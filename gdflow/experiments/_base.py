@@ -203,7 +203,7 @@ def run_tasks(
         if bad or not all(math.isfinite(c) for c in costs):
             shown = bad[0] if bad else next(c for c in costs if not math.isfinite(c))
             raise ValueError(f"`cost` must return a finite number for every task; got {shown!r}.")
-        order.sort(key=lambda i: -costs[i])  # a stable sort: ties keep task order
+        order = longest_first(costs)
     if executor is None:
         it = order if track is None else track(order)
         answers = {i: fn(*tasks[i]) for i in it}
@@ -211,6 +211,12 @@ def run_tasks(
         done = _Completions(executor, fn, tasks, order)
         answers = {i: done.futures[i].result() for i in (done if track is None else track(done))}
     return [answers[i] for i in range(len(tasks))]
+
+
+def longest_first(costs: Sequence[float | None]) -> list[int]:
+    """Indices of `costs` costliest first (the longest-processing-time rule); unknown
+    costs (`None`) before all others, and ties in their given order."""
+    return sorted(range(len(costs)), key=lambda i: -math.inf if costs[i] is None else -costs[i])
 
 
 class _Completions:

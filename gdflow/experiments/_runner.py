@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
 import platform
 import shutil
@@ -161,12 +160,16 @@ def reproduce(
       quick size): no two experiments share a compiled function, so a worker compiles
       only what its own experiments need, where spreading tasks makes every worker
       compile nearly everything. The experiments are submitted longest first, by the
-      time each one took in this `out` folder at this size, else by its typical time
-      (`Experiment.seconds`); ones with neither go first, in the listed order. The workers must see `out` and `data_dir` (a local cluster, or
-      a shared filesystem); a worker that does not fails that experiment with an error
-      saying so. On Ctrl-C the experiments not yet finished keep their finished tasks
-      in their caches; their unfinished folders (`out/.NAME.partial`) are removed by
-      the next run.
+      time each one took in this `out` folder at this size (computed, not answered
+      from the cache), else by its typical time (`Experiment.seconds`); ones with
+      neither go first, in the listed order. Each worker applies the caller's JAX
+      numerics options (float64, matmul precision, rank promotion) and describes its own
+      machine. The workers must see `out` and `data_dir` (a local cluster, or a shared
+      filesystem) and run one task at a time (one thread each, as `local_cluster`
+      starts them); a worker that does not fails that experiment with an error saying
+      so. On Ctrl-C the experiments not yet started are cancelled; those running go on
+      until their workers stop (`--workers` stops them on exit), and keep their finished
+      tasks in their caches for the rerun.
 
     Without an executor both run everything in this process.
 
@@ -181,7 +184,7 @@ def reproduce(
     if names == "all" or names == ["all"]:
         chosen = list(available)
     else:
-        chosen = list(names)
+        chosen = list(dict.fromkeys(names))  # each once, in the order given
         unknown = [n for n in chosen if n not in available]
         if unknown:
             raise ValueError(
@@ -191,15 +194,12 @@ def reproduce(
         raise ValueError(f"`spread` must be one of {SPREADS}; got {spread!r}.")
     data_dir = check_data_dir(data_dir)  # before the output folder is created
     out = check_out_dir(out)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    _enable_x64()
-    host = machine()
+    _setup()
     if spread == "experiments" and executor is not None:
         return _reproduce_spread(
-            chosen, out, size, data_dir, seeds, progress, executor, host, cache, log
+            chosen, out, size, data_dir, seeds, progress, executor, cache, log
         )
+    host = machine()
     records: dict[str, dict] = {}
     finished: list[str] = []
     for name in chosen:
@@ -225,9 +225,18 @@ def _ended(name: str, record: dict, out: Path, order: list[str], log) -> None:
     write_report(out, order)
 
 
+def _setup() -> None:
+    """What every process that runs experiments needs: float64, and figures drawn
+    without a display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    _enable_x64()
+
+
 def _last_seconds(out: Path, name: str, size: str) -> float | None:
-    """How long experiment `name` took when it last ran at `size` into `out` and finished;
-    `None` if it did not."""
+    """How long experiment `name` took when it last ran at `size` into `out`, finished,
+    and computed every task (none from the cache); `None` if it did not."""
     try:
         rec = json.loads((out / name / "results.json").read_text())
     except (OSError, json.JSONDecodeError):
@@ -235,63 +244,87 @@ def _last_seconds(out: Path, name: str, size: str) -> float | None:
     seconds = rec.get("seconds")
     if rec.get("status") != "ok" or rec.get("size") != size:
         return None
+    if (rec.get("tasks") or {}).get("from_cache"):
+        return None
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
         return None
     return float(seconds)
 
 
-def _run_whole(name, out, size, data_dir, seeds, host, cache) -> dict:
-    """One experiment, start to finish, on a worker: its tasks in this process, in order."""
+def _run_whole(name, out, marker, size, data_dir, seeds, cache) -> dict:
+    """One experiment, start to finish, on a worker: its tasks in this process, in order.
+    `marker` is a file the caller wrote into `out`: seeing it shows that this worker
+    shares the caller's folder (not merely one of the same name)."""
     out = Path(out)
-    if not out.is_dir():
+    if not (out / marker).exists():
         raise RuntimeError(
-            f"this worker ({platform.node()}) cannot see the output folder {out}: "
-            "spread='experiments' needs workers that share the filesystem (a local "
-            "cluster, --workers N); use spread='tasks' on a remote scheduler."
+            f"this worker ({platform.node()}) cannot see the output folder {out} of the "
+            "process that started the run: spread='experiments' needs workers that share "
+            "the filesystem (a local cluster, --workers N); use spread='tasks' on a remote "
+            "scheduler."
         )
-    import matplotlib
+    data_dir = check_data_dir(data_dir)  # seen from the worker as well
+    try:
+        from distributed import get_worker
 
-    matplotlib.use("Agg")
-    _enable_x64()
+        threads = get_worker().state.nthreads
+    except (ImportError, ValueError, AttributeError):  # not on a Dask worker
+        threads = 1
+    if threads > 1:
+        raise RuntimeError(
+            f"this worker runs {threads} tasks at once: spread='experiments' needs workers "
+            "of one thread each (figures and JAX's options are per process), e.g. "
+            "`dask worker ADDRESS --nthreads 1`, or gdflow.local_cluster(n)."
+        )
+    _setup()
     from . import registry
 
-    return _run_one(registry()[name], out, size, data_dir, seeds, False, None, host, cache)
+    exp = registry()[name]
+    return _run_one(exp, out, size, data_dir, seeds, False, None, machine(), cache)
 
 
-def _reproduce_spread(chosen, out, size, data_dir, seeds, progress, executor, host, cache, log):
+def _reproduce_spread(chosen, out, size, data_dir, seeds, progress, executor, cache, log):
     """`reproduce(..., spread="experiments")`: every experiment one task on `executor`."""
+    import uuid
+
+    from .._sweep import jax_settings
+    from .._sweep._executors import _cancel
     from . import registry
-    from ._base import _Completions, tracker
+    from ._base import _Completions, _WithJax, longest_first, tracker
 
     available = registry()
-    # Longest first (the longest-processing-time rule): by the time measured in `out` at
-    # this size, else the experiment's typical time; ones with neither first, in order.
+    out = out.resolve()  # the workers may start elsewhere
+    data_dir = None if data_dir is None else str(data_dir.resolve())
+    # Longest first: by the time measured in `out` at this size, else the typical time.
     last = [_last_seconds(out, n, size) for n in chosen]
     last = [available[n].seconds.get(size) if t is None else t for n, t in zip(chosen, last)]
-    order = sorted(range(len(chosen)), key=lambda i: -math.inf if last[i] is None else -last[i])
-    tasks = [(name, str(out), size, data_dir, seeds, host, cache) for name in chosen]
+    order = longest_first(last)
+    # A file only this run writes: a worker that sees it shares this folder. Its name
+    # also makes this run's tasks differ from any earlier run's on the same cluster.
+    marker = f".gdflow-run-{uuid.uuid4().hex}"
+    (out / marker).write_text("")
+    tasks = [(name, str(out), marker, size, data_dir, seeds, cache) for name in chosen]
     for i in order:
         log(f"[gdflow] {chosen[i]}: {available[chosen[i]].title} (size {size}) on a worker")
-    done = _Completions(executor, _run_whole, tasks, order)
+    done = _Completions(executor, _WithJax(_run_whole, jax_settings()), tasks, order)
     records: dict[str, dict] = {}
-    finished: list[str] = []
     try:
         for i in tracker(progress, "experiments")(done):
             name = chosen[i]
             try:
-                record = done.futures[i].result()
+                record = done.futures[i].result().value
             except Exception as e:  # the worker, not the experiment, failed
-                record = _failed_record(available[name], out, size, host, e)
+                record = _failed_record(available[name], out, size, machine(), e)
             records[name] = record
-            finished.append(name)
             _ended(name, record, out, list(available), log)
     except KeyboardInterrupt:
-        from .._sweep._executors import _cancel
-
-        _cancel(executor, [f for j, f in done.futures.items() if chosen[j] not in finished])
+        _cancel(executor, [f for j, f in done.futures.items() if chosen[j] not in records])
         write_report(out, list(available))
-        running = [n for n in chosen if n not in finished]
-        raise Interrupted(running, finished, out) from None
+        running = [n for n in chosen if n not in records]
+        if running:
+            raise Interrupted(running, list(records), out) from None
+    finally:
+        (out / marker).unlink(missing_ok=True)
     return {name: records[name] for name in chosen}
 
 
@@ -312,13 +345,31 @@ def _failed_record(exp, out, size, host, error: BaseException) -> dict:
     """The record of an experiment whose worker failed, written to `out/NAME/results.json`
     (the cache kept, the rest of the old folder replaced)."""
     record = _header(exp, size, host)
-    record.update(status="failed", error=f"{type(error).__name__}: {error}", seconds=0.0)
-    tmp = out / f".{exp.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    record.update(
+        status="failed",
+        error=f"{type(error).__name__}: {error}",
+        traceback="".join(traceback.format_exception(error)),
+        seconds=0.0,
+    )
+    tmp = _fresh_partial(out, exp.name)
     write_json(tmp / "results.json", record)
     _install(out, exp.name, tmp)
     return record
+
+
+def _fresh_partial(out: Path, name: str) -> Path:
+    """An empty `out/.NAME.partial` for a new run of `name`, after putting back what a
+    run stopped in the middle of `_install` left: the old folder (`.NAME.old`) if
+    `out/NAME` is missing, and a cache left in the partial folder."""
+    final, tmp, old = out / name, out / f".{name}.partial", out / f".{name}.old"
+    if old.exists() and not final.exists():
+        old.rename(final)
+    if (tmp / "cache").is_dir() and not (final / "cache").exists():
+        final.mkdir(exist_ok=True)
+        (tmp / "cache").rename(final / "cache")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
 
 
 def _install(out: Path, name: str, tmp: Path) -> None:
@@ -339,7 +390,7 @@ def _install(out: Path, name: str, tmp: Path) -> None:
 
 def _run_one(exp, out, size, data_dir, seeds, progress, executor, host, cache=True) -> dict:
     final = out / exp.name
-    tmp = out / f".{exp.name}.partial"
+    tmp = _fresh_partial(out, exp.name)  # first: it may put a cache back in `final`
     from .._sweep import ResultCache
     from ._base import CachedExecutor
 
@@ -349,11 +400,9 @@ def _run_one(exp, out, size, data_dir, seeds, progress, executor, host, cache=Tr
     store = ResultCache(final / "cache", pickle=True) if cache else None
     tasks = CachedExecutor(store, executor)
     executor = tasks
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     start = time.perf_counter()
     record = _header(exp, size, host)
+    record["process"] = {"node": platform.node(), "pid": os.getpid()}
     try:
         try:
             config = exp.config(size, data_dir=data_dir, seeds=seeds)
