@@ -221,6 +221,20 @@ def test_workers_and_scheduler_are_checked(tmp_path, capsys):
     assert "--workers must be >= 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # one or the other, not both
         main([*argv, "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([*argv, "--workers", "2", "--spread", "experiment"])
+    assert "--spread: invalid choice: 'experiment'" in capsys.readouterr().err
+
+
+def test_experiment_seconds_are_checked():
+    from gdflow.experiments import Experiment
+
+    parts = dict(config=None, run=None, figures=None, report=None)
+    for bad in ({"smoke": 3.0}, {"quick": -1.0}, {"quick": float("nan")}, {"quick": "3"}):
+        with pytest.raises(ValueError, match="'x': `seconds` maps sizes"):
+            Experiment("x", "t", "s", "sum", **parts, seconds=bad)
+    assert Experiment("x", "t", "s", "sum", **parts, seconds={"quick": 3}).seconds["quick"] == 3
 
 
 class _Recording(cf.Executor):

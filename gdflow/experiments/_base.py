@@ -540,6 +540,15 @@ class Experiment:
     report: Callable[[Any], str]
     seconds: Mapping[str, float] = dataclasses.field(default_factory=dict, compare=False)
 
+    def __post_init__(self):
+        for size, t in dict(self.seconds).items():
+            number = isinstance(t, numbers.Real) and not isinstance(t, bool)
+            if size not in SIZES or not number or not (math.isfinite(t) and t > 0):
+                raise ValueError(
+                    f"Experiment {self.name!r}: `seconds` maps sizes {SIZES} to positive "
+                    f"finite run times; got {size!r}: {t!r}."
+                )
+
 
 def jsonable(obj: Any) -> Any:
     """Convert NumPy / JAX scalars and arrays, dataclasses and claims to plain JSON values."""
